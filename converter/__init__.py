@@ -1,0 +1,1 @@
+"""edgectl.converter — workstation side: PyTorch model -> validated, packaged bundle. Imports torch lazily."""

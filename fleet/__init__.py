@@ -1,0 +1,1 @@
+"""edgectl.fleet — the device agent and the operator's controller."""

@@ -1,0 +1,1 @@
+"""edgectl.runtime — what runs on the device. Never imports torch."""
