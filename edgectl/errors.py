@@ -23,9 +23,11 @@ Errors are split by what the caller should do about them, and each carries the e
     │   ├── TrustError                     signed metadata failed verification (one subclass per attack)
     │   │   ├── BadSignature, UnsignedTarget, ExpiredMetadata, RollbackAttack, FreezeAttack,
     │   │   ├── MixAndMatchAttack, EndlessDataAttack, WrongTarget, ReplayedInstruction,
-    │   │   └── ForeignDeviceInstruction, InsecureKeyFile, IncompatibleTarget
+    │   │   ├── ForeignDeviceInstruction, InsecureKeyFile, IncompatibleTarget
+    │   │   └── TamperedTarget             a target's bytes differ from their signed length / hashes
     │   └── RequestError                   an HTTP request is malformed (mapped to a 4xx)
     ├── TransientError                 5   try again later (timeouts, busy, network)
+    │   └── SlowRetrievalAttack            a download missed its deadline (slow retrieval is an attack too)
     └── StoreError                     6   the model store is inconsistent or locked
 """
 
@@ -190,11 +192,19 @@ class IncompatibleTarget(TrustError):
     pass
 
 
+class TamperedTarget(TrustError):
+    pass
+
+
 # -- retry ---------------------------------------------------------------------------------------
 
 
 class TransientError(EdgectlError):
     exit_code = 5
+
+
+class SlowRetrievalAttack(TransientError):
+    pass
 
 
 # -- the store -----------------------------------------------------------------------------------
