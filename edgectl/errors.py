@@ -26,6 +26,7 @@ Errors are split by what the caller should do about them, and each carries the e
     │   │   ├── ForeignDeviceInstruction, InsecureKeyFile, IncompatibleTarget
     │   │   └── TamperedTarget             a target's bytes differ from their signed length / hashes
     │   └── RequestError                   an HTTP request is malformed (mapped to a 4xx)
+    │       └── OverloadedError            the model's queue is full or it is not ready (429/503, Retry-After)
     ├── TransientError                 5   try again later (timeouts, busy, network)
     │   └── SlowRetrievalAttack            a download missed its deadline (slow retrieval is an attack too)
     └── StoreError                     6   the model store is inconsistent or locked
@@ -138,6 +139,14 @@ class RequestError(RejectedError):
     def __init__(self, message: str, *, status: int = 400, hint: str | None = None) -> None:
         self.status = status
         super().__init__(message, hint=hint)
+
+
+class OverloadedError(RequestError):
+    """The request was refused at once because of load (429) or readiness (503); retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, status: int = 429, retry_after_s: int = 1, hint: str | None = None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, status=status, hint=hint)
 
 
 class TrustError(RejectedError):
