@@ -1,0 +1,10 @@
+"""The benchmarks package lives at the repository root, outside the installed distribution: make it importable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
