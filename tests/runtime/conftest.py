@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from edgectl.runtime.store import ModelStore
-from helpers import Daemon, make_bundle
+from runtime_helpers import Daemon, make_bundle
 
 
 @pytest.fixture(scope="module")

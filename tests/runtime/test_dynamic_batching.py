@@ -12,7 +12,7 @@ from edgectl.runtime.backends import SessionOptions
 from edgectl.runtime.batching import BatchingConfig, BatchStats, ModelWorker
 from edgectl.runtime.loader import LoadedModel, load_version
 from edgectl.runtime.store import ModelStore
-from helpers import reference
+from runtime_helpers import reference
 
 from edgectl.errors import OverloadedError
 

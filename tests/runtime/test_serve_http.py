@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from edgectl.runtime.store import ModelStore
-from helpers import Daemon, reference
 from PIL import Image
+from runtime_helpers import Daemon, reference
 
 from edgectl.bundle import unpack_bundle
 
