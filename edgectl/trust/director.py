@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from securesystemslib.exceptions import FormatError
 from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Signature, Signer
 from tuf.api.exceptions import UnsignedMetadataError
@@ -47,18 +48,21 @@ MAX_INSTRUCTION_BYTES = 64 * 1024
 
 @dataclass(frozen=True, kw_only=True)
 class HealthCheckPolicy:
-    """How the agent decides that an activated model is healthy (the fleet agent applies it)."""
+    """How the agent decides that an activated model is healthy (the fleet agent applies it).
+
+    Integers only: canonical JSON (what is signed) has no floats, so the error budget is in per-mille.
+    """
 
     golden: bool = True
     probe_requests: int = 10
-    max_error_rate: float = 0.0
-    timeout_s: float = 120.0
+    max_error_permille: int = 0
+    timeout_s: int = 120
 
     def to_json(self) -> dict[str, Any]:
         return {
             "golden": self.golden,
             "probe_requests": self.probe_requests,
-            "max_error_rate": self.max_error_rate,
+            "max_error_permille": self.max_error_permille,
             "timeout_s": self.timeout_s,
         }
 
@@ -67,8 +71,8 @@ class HealthCheckPolicy:
         return cls(
             golden=bool(data["golden"]),
             probe_requests=int(data["probe_requests"]),
-            max_error_rate=float(data["max_error_rate"]),
-            timeout_s=float(data["timeout_s"]),
+            max_error_permille=int(data["max_error_permille"]),
+            timeout_s=int(data["timeout_s"]),
         )
 
 
@@ -179,7 +183,7 @@ def verify_instruction(
             sig = Signature.from_dict(dict(raw))
             signatures[sig.keyid] = sig
         payload = _canonical(signed)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, FormatError) as exc:
         raise BadSignature(f"Instruction is not a signed edgectl instruction: {exc}.") from exc
     try:
         targets.verify_delegate(DIRECTOR, payload, signatures)
