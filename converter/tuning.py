@@ -209,7 +209,7 @@ class _Search:
         int8 = [c for c in self.report.candidates if c.settings is not None and not c.settings.float_nodes]
         best = max(int8, key=lambda c: c.accuracy)
         base = best.settings or self.config.default
-        ranking = self._sensitivity(base, best.accuracy)
+        ranking = self._sensitivity(base, best)
         ordered = [s.node for s in ranking]
         out: list[QuantSettings] = []
         for k in _growth(min(self.config.max_float_layers, len(ordered))):
@@ -220,24 +220,33 @@ class _Search:
                 break
         return out
 
-    def _sensitivity(self, base: QuantSettings, base_accuracy: float) -> list[Sensitivity]:
+    def _sensitivity(self, base: QuantSettings, base_candidate: Candidate) -> list[Sensitivity]:
         nodes = quantizable_nodes(self.fp32)
         if self.config.max_sensitivity_layers:
             nodes = nodes[: self.config.max_sensitivity_layers]
         results = []
         for name, op_type in nodes:
             cand = self._try("sensitivity", replace(base, float_nodes=(name,)))
+            reduction = None
+            if cand.error is not None and base_candidate.error:
+                reduction = 1.0 - cand.error / base_candidate.error
             results.append(
                 Sensitivity(
                     node=name,
                     op_type=op_type,
                     accuracy_when_float=cand.accuracy,
-                    gain=cand.accuracy - base_accuracy,
+                    gain=cand.accuracy - base_candidate.accuracy,
+                    error_reduction=reduction,
                 )
             )
-        # Most sensitive first; graph order breaks ties so the ranking is deterministic.
-        ranked = sorted(enumerate(results), key=lambda pair: (-pair[1].gain, pair[0]))
-        self.report.sensitivity = [s for _, s in ranked]
+
+        # Most sensitive first. Top-1 on a few hundred samples moves in coarse steps, so the output error (when
+        # measured) ranks first and the accuracy gain breaks its ties; graph order keeps the ranking deterministic.
+        def key(pair: tuple[int, Sensitivity]) -> tuple[float, float, int]:
+            index, s = pair
+            return (-(s.error_reduction or 0.0), -s.gain, index)
+
+        self.report.sensitivity = [s for _, s in sorted(enumerate(results), key=key)]
         return self.report.sensitivity
 
     def _try(self, stage: str, settings: QuantSettings) -> Candidate:
@@ -263,6 +272,7 @@ class _Search:
             settings=settings,
             accuracy=metrics.accuracy,
             latency_ms=metrics.latency_ms,
+            error=metrics.error,
             size_bytes=len(data),
             gzip_bytes=gzip_size(data),
             drop=drop,

@@ -25,7 +25,11 @@ class QuantSettings:
     def label(self) -> str:
         granularity = "per-channel" if self.per_channel else "per-tensor"
         base = f"int8 {self.calibration} {granularity}"
-        return base if not self.float_nodes else f"{base}, {len(self.float_nodes)} layer(s) float"
+        if not self.float_nodes:
+            return base
+        if len(self.float_nodes) <= 2:
+            return f"{base}, float: {', '.join(self.float_nodes)}"
+        return f"{base}, {len(self.float_nodes)} layers float"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,10 +44,13 @@ class QuantSettings:
 @dataclass(frozen=True, kw_only=True)
 class Metrics:
     """What ``evaluate(onnx_path)`` measures. ``accuracy`` is in percent (0–100): accuracy on labels, or top-1
-    agreement with the fp32 model when there are no labels. ``latency_ms``: median single-batch latency."""
+    agreement with the fp32 model when there are no labels. ``latency_ms``: median single-batch latency.
+    ``error``: optional mean squared difference from the fp32 model's outputs — a finer signal than top-1 on a few
+    hundred samples, used to rank layer sensitivity when present."""
 
     accuracy: float
     latency_ms: float
+    error: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +61,7 @@ class Candidate:
     settings: QuantSettings | None  # None: the fp32 reference
     accuracy: float
     latency_ms: float
+    error: float | None
     size_bytes: int
     gzip_bytes: int
     drop: float
@@ -75,6 +83,7 @@ class Candidate:
             "settings": None if self.settings is None else self.settings.to_json(),
             "accuracy": round(self.accuracy, 4),
             "latency_ms": round(self.latency_ms, 4),
+            "output_mse": self.error,
             "size_bytes": self.size_bytes,
             "gzip_bytes": self.gzip_bytes,
             "drop": round(self.drop, 4),
@@ -86,12 +95,14 @@ class Candidate:
 
 @dataclass(frozen=True, kw_only=True)
 class Sensitivity:
-    """One layer's effect: accuracy of the otherwise-int8 model when only this node stays float."""
+    """One layer's effect: accuracy of the otherwise-int8 model when only this node stays float, and by how much
+    the output error shrinks (``error_reduction``: 1 − error_when_float / error_all_int8; ``None`` when unmeasured)."""
 
     node: str
     op_type: str
     accuracy_when_float: float
     gain: float
+    error_reduction: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +110,7 @@ class Sensitivity:
             "op_type": self.op_type,
             "accuracy_when_float": round(self.accuracy_when_float, 4),
             "gain": round(self.gain, 4),
+            "error_reduction": None if self.error_reduction is None else round(self.error_reduction, 4),
         }
 
 
@@ -142,10 +154,13 @@ class TuningReport:
                 "",
                 "Per-layer sensitivity (accuracy gained by keeping one layer in float, most sensitive first):",
                 "",
-                "| layer | op | accuracy % when float | gain |",
-                "| --- | --- | ---: | ---: |",
+                "| layer | op | accuracy % when float | gain | output error removed |",
+                "| --- | --- | ---: | ---: | ---: |",
             ]
             lines += [
-                f"| {s.node} | {s.op_type} | {s.accuracy_when_float:.2f} | {s.gain:+.2f} |" for s in self.sensitivity
+                f"| {s.node} | {s.op_type} | {s.accuracy_when_float:.2f} | {s.gain:+.2f} | "
+                + ("—" if s.error_reduction is None else f"{100 * s.error_reduction:.1f}%")
+                + " |"
+                for s in self.sensitivity
             ]
         return "\n".join(lines) + "\n"
