@@ -150,8 +150,8 @@ class ModelUpdater:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def refresh(self) -> Targets:
-        """Update trusted metadata from the repository; return the verified top-level targets.
+    def refresh(self) -> None:
+        """Update trusted metadata from the repository (python-tuf's top-level client workflow).
 
         Raises the attack-named :class:`~edgectl.errors.TrustError` subclasses (see errormap.py), or
         :class:`~edgectl.errors.TransientError` when the repository cannot be reached.
@@ -172,7 +172,6 @@ class ModelUpdater:
             raise map_metadata_error(exc) from exc
         self._bootstrap = None
         self._updater = updater
-        return self.trusted_targets()
 
     def trusted_targets(self) -> Targets:
         """The top-level targets metadata python-tuf verified and persisted in the last refresh."""
@@ -181,6 +180,23 @@ class ModelUpdater:
 
     def trusted_root_version(self) -> int:
         return int(Metadata.from_file(str(self.metadata_dir / "root.json")).signed.version)
+
+    def target_info(self, target_path: str) -> TargetFile:
+        """The verified length, hashes and custom info of ``target_path`` (after :meth:`refresh`).
+
+        Use it to check a file obtained another way (a resumed chunked download, a USB copy) with
+        ``info.verify_length_and_hashes(fh)``. Raises :class:`UnsignedTarget` when the repository did not sign it.
+        """
+        try:
+            info = self._require_updater().get_targetinfo(target_path)
+        except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
+            raise map_metadata_error(exc) from exc
+        if info is None:
+            raise UnsignedTarget(
+                f"Target {target_path} is not signed by the repository; refusing to download it.",
+                hint="Sign the bundle with: edgectl repo add <repo> <bundle.tar>",
+            )
+        return info
 
     def latest_target(self, model: str) -> str | None:
         """The signed target path of ``model``'s highest version (after :meth:`refresh`), or None."""
@@ -204,20 +220,20 @@ class ModelUpdater:
         """
         if (instruction is None) == (target_path is None):
             raise ConfigError("Give exactly one of a director instruction or a target path.")
-        targets = self.refresh()
+        self.refresh()
         state = self.state_file.load()
         desired: DesiredState | None = None
         if instruction is not None:
             desired = verify_instruction(
                 instruction,
-                targets=targets,
+                targets=self.trusted_targets(),
                 device_id=self.device_id,
                 last_sequence=state.director_sequence,
                 now=self._clock(),
             )
         path = desired.target_path if desired is not None else cast(str, target_path)
         updater = self._require_updater()
-        info, meta = self._choose(updater, path, desired, state)
+        info, meta = self._choose(path, desired, state)
         result = self._download_and_unpack(updater, info, meta, Path(dest_parent), desired)
         if desired is not None:
             state.director_sequence = desired.sequence
@@ -240,17 +256,9 @@ class ModelUpdater:
         return self._updater
 
     def _choose(
-        self, updater: Updater, target_path: str, desired: DesiredState | None, state: TrustState
+        self, target_path: str, desired: DesiredState | None, state: TrustState
     ) -> tuple[TargetFile, TargetMeta]:
-        try:
-            info = updater.get_targetinfo(target_path)
-        except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
-            raise map_metadata_error(exc) from exc
-        if info is None:
-            raise UnsignedTarget(
-                f"Target {target_path} is not signed by the repository; refusing to download it.",
-                hint="Sign the bundle with: edgectl repo add <repo> <bundle.tar>",
-            )
+        info = self.target_info(target_path)
         meta = TargetMeta.from_custom(info.custom, target_path=target_path)
         if desired is not None:
             if info.length != desired.target_length or info.hashes.get("sha256") != desired.target_sha256:

@@ -110,7 +110,7 @@ def test_rotation_replaces_keys_and_deletes_the_old_files(world: World) -> None:
 
 def test_refresh_re_signs_only_what_is_due(world: World) -> None:
     assert world.repo.refresh() == []
-    versions = {s.role: s.version for s in world.repo.status()}
+    versions = {s.role: s.version or 0 for s in world.repo.status()}
     world.clock.advance(timedelta(hours=13))  # past half of the 1-day timestamp life
     assert world.repo.refresh() == ["timestamp"]
     world.clock.advance(timedelta(days=4))  # past half of the 7-day snapshot life

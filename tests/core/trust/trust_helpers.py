@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from securesystemslib.signer import Signer
-from tuf.api.metadata import Metadata, MetaFile, TargetFile
+from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 
 from edgectl.bundle import Artifact, Manifest, TensorSpec, pack_bundle, save_golden, write_manifest
 from edgectl.trust import (
@@ -156,7 +156,7 @@ class World:
     ) -> None:
         """Serve a next repository version with an extra target, signed with the given (stolen or foreign) keys."""
         meta = self.repo.layout.metadata
-        targets = Metadata.from_bytes((meta / "targets.json").read_bytes())
+        targets: Metadata[Targets] = Metadata.from_bytes((meta / "targets.json").read_bytes())
         info = TargetFile.from_file(evil_path, str(evil_tar), ["sha256"])
         info.unrecognized_fields["custom"] = {
             "edgectl": {"model": "digits", "version": 99, "manifest_sha256": "0" * 64, "formats": ["onnx"]}
@@ -165,12 +165,12 @@ class World:
         targets.signed.version += 1
         targets.sign(targets_signer)
         t_bytes = targets.to_bytes()
-        snapshot = Metadata.from_bytes((meta / "snapshot.json").read_bytes())
+        snapshot: Metadata[Snapshot] = Metadata.from_bytes((meta / "snapshot.json").read_bytes())
         snapshot.signed.meta["targets.json"] = MetaFile.from_data(targets.signed.version, t_bytes, ["sha256"])
         snapshot.signed.version += 1
         snapshot.sign(snapshot_signer)
         s_bytes = snapshot.to_bytes()
-        timestamp = Metadata.from_bytes((meta / "timestamp.json").read_bytes())
+        timestamp: Metadata[Timestamp] = Metadata.from_bytes((meta / "timestamp.json").read_bytes())
         timestamp.signed.snapshot_meta = MetaFile.from_data(snapshot.signed.version, s_bytes, ["sha256"])
         timestamp.signed.version += 1
         timestamp.sign(timestamp_signer)
