@@ -39,11 +39,13 @@ from .tuning_report import Candidate, Metrics, QuantSettings, Sensitivity, Tunin
 __all__ = [
     "AccuracyTolerance",
     "Candidate",
+    "LayerGroup",
     "Metrics",
     "QuantSettings",
     "Sensitivity",
     "TuningConfig",
     "TuningReport",
+    "layer_groups",
     "quantizable_nodes",
     "tune",
 ]
@@ -99,9 +101,10 @@ class TuningConfig:
         tolerance: the allowed accuracy drop.
         default: the profile's int8 settings (tried first).
         calibrations: calibration methods for stage 2, cheapest first.
-        max_float_layers: at most this many layers are kept in float in stage 4.
-        max_sensitivity_layers: analyse at most this many layers (the largest by position order when the model has
-            more; 0 means all) — bounds the cost on big networks.
+        max_float_layers: at most this many layer groups are kept in float in stage 4.
+        max_sensitivity_groups: when the model has more quantizable layers than this, the sensitivity analysis
+            works on blocks (layers sharing a parent module, e.g. ``blocks.3``) instead of single layers, so its
+            cost stays bounded on deep networks.
     """
 
     tolerance: AccuracyTolerance
@@ -112,11 +115,22 @@ class TuningConfig:
         CalibrationMethod.ENTROPY,
     )
     max_float_layers: int = 8
-    max_sensitivity_layers: int = 0
+    max_sensitivity_groups: int = 24
 
 
-def quantizable_nodes(onnx_path: Path) -> list[tuple[str, str]]:
-    """(node name, op type) of the nodes int8 quantization would change, in graph order.
+@dataclass(frozen=True)
+class LayerGroup:
+    """Quantizable ONNX nodes analysed (and kept in float) together. ``name``: the PyTorch module they come from,
+    read from their weight initializers (``features.3``), or the node name when the weight has no name."""
+
+    name: str
+    nodes: tuple[str, ...]
+    op_types: tuple[str, ...]
+
+
+def quantizable_nodes(onnx_path: Path) -> list[tuple[str, str, str]]:
+    """(node name, op type, layer name) of the nodes int8 quantization would change, in graph order. The layer
+    name is the weight's module path (``features.3`` for ``features.3.weight``), else the node name.
 
     Raises:
         InputFileError: the file is not a readable ONNX model.
@@ -127,7 +141,31 @@ def quantizable_nodes(onnx_path: Path) -> list[tuple[str, str]]:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError / OSError variants
         raise InputFileError(f"Cannot read ONNX model {onnx_path}: {exc}.") from exc
-    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in QUANTIZABLE_OPS and n.name]
+    weights = {init.name for init in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type not in QUANTIZABLE_OPS or not node.name:
+            continue
+        weight = next((i for i in node.input[1:2] if i in weights), "")
+        layer = weight.removesuffix(".weight") if weight.endswith(".weight") else node.name
+        out.append((node.name, node.op_type, layer))
+    return out
+
+
+def layer_groups(onnx_path: Path, *, max_groups: int) -> list[LayerGroup]:
+    """One group per quantizable layer, or per block (parent module) when there are more than ``max_groups``."""
+    nodes = quantizable_nodes(onnx_path)
+    per_block = len(nodes) > max_groups
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for node, op_type, layer in nodes:
+        key = layer
+        if per_block and "." in layer:
+            key = layer.rsplit(".", 1)[0]  # features.3.conv -> features.3; a top-level layer stays itself
+        groups.setdefault(key, []).append((node, op_type))
+    return [
+        LayerGroup(name=name, nodes=tuple(n for n, _ in items), op_types=tuple(sorted({t for _, t in items})))
+        for name, items in groups.items()
+    ]
 
 
 def tune(
@@ -162,6 +200,7 @@ class _Search:
     def __init__(self, fp32: Path, quantize: Quantize, evaluate: Evaluate, config: TuningConfig, work: Path) -> None:
         self.fp32, self.quantize, self.evaluate, self.config, self.work = fp32, quantize, evaluate, config, work
         self.paths: dict[QuantSettings, Path] = {}
+        self.groups: list[LayerGroup] = []
         self.seen: dict[QuantSettings, Candidate] = {}
         reference = evaluate(fp32)
         self.fp32_latency = reference.latency_ms
@@ -210,10 +249,15 @@ class _Search:
         best = max(int8, key=lambda c: c.accuracy)
         base = best.settings or self.config.default
         ranking = self._sensitivity(base, best)
-        ordered = [s.node for s in ranking]
+        groups = {g.name: g for g in self.groups}
         out: list[QuantSettings] = []
-        for k in _growth(min(self.config.max_float_layers, len(ordered))):
-            settings = replace(base, float_nodes=tuple(ordered[:k]))
+        for k in _growth(min(self.config.max_float_layers, len(ranking))):
+            chosen = [groups[s.layer] for s in ranking[:k]]
+            settings = replace(
+                base,
+                float_nodes=tuple(n for g in chosen for n in g.nodes),
+                float_layers=tuple(g.name for g in chosen),
+            )
             out.append(settings)
             # Stop growing as soon as one passes: more float layers only cost speed.
             if self._try("mixed", settings).meets:
@@ -221,19 +265,19 @@ class _Search:
         return out
 
     def _sensitivity(self, base: QuantSettings, base_candidate: Candidate) -> list[Sensitivity]:
-        nodes = quantizable_nodes(self.fp32)
-        if self.config.max_sensitivity_layers:
-            nodes = nodes[: self.config.max_sensitivity_layers]
+        self.groups = layer_groups(self.fp32, max_groups=self.config.max_sensitivity_groups)
         results = []
-        for name, op_type in nodes:
-            cand = self._try("sensitivity", replace(base, float_nodes=(name,)))
+        for group in self.groups:
+            settings = replace(base, float_nodes=group.nodes, float_layers=(group.name,))
+            cand = self._try("sensitivity", settings)
             reduction = None
             if cand.error is not None and base_candidate.error:
                 reduction = 1.0 - cand.error / base_candidate.error
             results.append(
                 Sensitivity(
-                    node=name,
-                    op_type=op_type,
+                    layer=group.name,
+                    op_type="+".join(group.op_types),
+                    nodes=len(group.nodes),
                     accuracy_when_float=cand.accuracy,
                     gain=cand.accuracy - base_candidate.accuracy,
                     error_reduction=reduction,

@@ -64,7 +64,7 @@ def tune_onnx(
     default: QuantSettings,
     work_dir: Path,
     max_float_layers: int = 8,
-    max_sensitivity_layers: int = 0,
+    max_sensitivity_groups: int = 24,
 ) -> tuple[ExportedArtifact, TuningReport]:
     """Run the accuracy-aware search on an fp32 ONNX model.
 
@@ -92,7 +92,7 @@ def tune_onnx(
         tolerance=tolerance,
         default=default,
         max_float_layers=max_float_layers,
-        max_sensitivity_layers=max_sensitivity_layers,
+        max_sensitivity_groups=max_sensitivity_groups,
     )
     chosen, report = tune(prepared, quantize=quantize, evaluate=_evaluator(data), config=config, work_dir=work_dir)
     artifact = artifacts[chosen]
@@ -100,7 +100,7 @@ def tune_onnx(
         "tolerance": str(tolerance),
         "chosen": report.chosen.label if report.chosen else None,
         "candidates": len(report.candidates) - 1,
-        "float_nodes": list(report.chosen.settings.float_nodes) if report.chosen and report.chosen.settings else [],
+        "float_layers": list(report.chosen.settings.float_layers) if report.chosen and report.chosen.settings else [],
     }
     return artifact, report
 

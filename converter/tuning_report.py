@@ -14,22 +14,25 @@ from .profiles import CalibrationMethod
 
 @dataclass(frozen=True, kw_only=True)
 class QuantSettings:
-    """One way to quantize: the knobs the tuner turns. ``float_nodes``: ONNX node names kept in float."""
+    """One way to quantize: the knobs the tuner turns. ``float_nodes``: ONNX node names kept in float;
+    ``float_layers``: the layer groups they come from (for people; not part of the settings' identity)."""
 
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
     per_channel: bool = True
     activation_type: str = "uint8"
     weight_type: str = "int8"
     float_nodes: tuple[str, ...] = ()
+    float_layers: tuple[str, ...] = field(default=(), compare=False)
 
     def label(self) -> str:
         granularity = "per-channel" if self.per_channel else "per-tensor"
         base = f"int8 {self.calibration} {granularity}"
         if not self.float_nodes:
             return base
-        if len(self.float_nodes) <= 2:
-            return f"{base}, float: {', '.join(self.float_nodes)}"
-        return f"{base}, {len(self.float_nodes)} layers float"
+        names = self.float_layers or self.float_nodes
+        if len(names) <= 2:
+            return f"{base}, float: {', '.join(names)}"
+        return f"{base}, {len(names)} layer groups float ({len(self.float_nodes)} nodes)"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class QuantSettings:
             "activation_type": self.activation_type,
             "weight_type": self.weight_type,
             "float_nodes": list(self.float_nodes),
+            "float_layers": list(self.float_layers),
         }
 
 
@@ -95,19 +99,21 @@ class Candidate:
 
 @dataclass(frozen=True, kw_only=True)
 class Sensitivity:
-    """One layer's effect: accuracy of the otherwise-int8 model when only this node stays float, and by how much
+    """One layer group's effect: accuracy of the otherwise-int8 model when only this group stays float, and how much
     the output error shrinks (``error_reduction``: 1 − error_when_float / error_all_int8; ``None`` when unmeasured)."""
 
-    node: str
+    layer: str
     op_type: str
+    nodes: int
     accuracy_when_float: float
     gain: float
     error_reduction: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "node": self.node,
+            "layer": self.layer,
             "op_type": self.op_type,
+            "nodes": self.nodes,
             "accuracy_when_float": round(self.accuracy_when_float, 4),
             "gain": round(self.gain, 4),
             "error_reduction": None if self.error_reduction is None else round(self.error_reduction, 4),
@@ -152,13 +158,13 @@ class TuningReport:
         if self.sensitivity:
             lines += [
                 "",
-                "Per-layer sensitivity (accuracy gained by keeping one layer in float, most sensitive first):",
+                "Per-layer sensitivity (keeping one layer group in float, most sensitive first):",
                 "",
-                "| layer | op | accuracy % when float | gain | output error removed |",
-                "| --- | --- | ---: | ---: | ---: |",
+                "| layer | ops | nodes | accuracy % when float | gain | output error removed |",
+                "| --- | --- | ---: | ---: | ---: | ---: |",
             ]
             lines += [
-                f"| {s.node} | {s.op_type} | {s.accuracy_when_float:.2f} | {s.gain:+.2f} | "
+                f"| {s.layer} | {s.op_type} | {s.nodes} | {s.accuracy_when_float:.2f} | {s.gain:+.2f} | "
                 + ("—" if s.error_reduction is None else f"{100 * s.error_reduction:.1f}%")
                 + " |"
                 for s in self.sensitivity

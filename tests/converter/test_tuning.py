@@ -18,6 +18,7 @@ from edgectl.converter.tuning import (
     Metrics,
     QuantSettings,
     TuningConfig,
+    layer_groups,
     quantizable_nodes,
     tune,
 )
@@ -98,7 +99,13 @@ def test_bad_tolerances_are_config_errors(text: str) -> None:
 
 
 def test_quantizable_nodes_lists_conv_and_gemm_in_order(fp32: Path) -> None:
-    assert quantizable_nodes(fp32) == [("conv_a", "Conv"), ("conv_b", "Conv"), ("conv_c", "Conv"), ("fc", "Gemm")]
+    # Weights named like PyTorch parameters give the layer its module name; others fall back to the node name.
+    assert quantizable_nodes(fp32) == [
+        ("conv_a", "Conv", "conv_a"),
+        ("conv_b", "Conv", "conv_b"),
+        ("conv_c", "Conv", "conv_c"),
+        ("fc", "Gemm", "fc"),
+    ]
 
 
 def test_default_settings_win_when_they_meet_the_tolerance(fp32: Path, tmp_path: Path) -> None:
@@ -137,7 +144,7 @@ def test_sensitive_layers_are_kept_in_float_when_calibration_is_not_enough(fp32:
     quantize, evaluate, _ = scripted(accuracy, fast)
     path, report = tune(fp32, quantize=quantize, evaluate=evaluate, work_dir=tmp_path,
                         config=TuningConfig(tolerance=AccuracyTolerance(0.5)))  # fmt: skip
-    ranking = [s.node for s in report.sensitivity]
+    ranking = [s.layer for s in report.sensitivity]
     assert set(ranking[:2]) == {"conv_a", "fc"}
     assert report.sensitivity[0].gain == pytest.approx(3.0)
     assert report.sensitivity[-1].gain == pytest.approx(0.0)
@@ -170,3 +177,37 @@ def test_int8_slower_than_fp32_is_flagged(fp32: Path, tmp_path: Path) -> None:
     assert report.chosen is not None and report.chosen.slower_than_fp32
     assert report.chosen.to_json()["speedup_vs_fp32"] == pytest.approx(0.4)
     assert "(slower)" in report.to_markdown()
+
+
+def test_deep_models_are_analysed_per_block(tmp_path: Path) -> None:
+    # Six 1x1 convolutions in three blocks of two, weights named as torch.onnx.export names them.
+    nodes, inits = [], []
+    prev = "x"
+    for block in range(3):
+        for conv in ("expand", "project"):
+            weight = f"blocks.{block}.{conv}.weight"
+            nodes.append(helper.make_node("Conv", [prev, weight], [f"{weight}_out"], name=f"node_{len(nodes)}"))
+            inits.append(helper.make_tensor(weight, TensorProto.FLOAT, [1, 1, 1, 1], [1.0]))
+            prev = f"{weight}_out"
+    nodes.append(helper.make_node("Flatten", [prev], ["f"], name="flat"))
+    nodes.append(helper.make_node("Gemm", ["f", "head.weight"], ["y"], name="node_head"))
+    inits.append(helper.make_tensor("head.weight", TensorProto.FLOAT, [4, 2], [1.0] * 8))
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        initializer=inits,
+    )
+    path = tmp_path / "deep.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    per_layer = layer_groups(path, max_groups=24)
+    assert [g.name for g in per_layer][:2] == ["blocks.0.expand", "blocks.0.project"]
+    assert len(per_layer) == 7
+    per_block = layer_groups(path, max_groups=4)
+    assert [(g.name, g.nodes) for g in per_block] == [
+        ("blocks.0", ("node_0", "node_1")),
+        ("blocks.1", ("node_2", "node_3")),
+        ("blocks.2", ("node_4", "node_5")),
+        ("head", ("node_head",)),
+    ]

@@ -74,7 +74,7 @@ def test_outlier_channel_breaks_plain_int8_and_the_tuner_recovers_it(tmp_path: P
     by_stage = {c.stage: c for c in report.candidates}
     assert not by_stage["default"].meets and by_stage["default"].drop > 10
     assert not any(c.meets for c in report.candidates if c.stage == "calibration")
-    assert report.sensitivity[0].node == "conv2"  # the consumer of the outlier tensor
+    assert report.sensitivity[0].layer == "conv2"  # the consumer of the outlier tensor
     chosen = report.chosen
     assert chosen is not None and chosen.settings is not None
     assert set(chosen.settings.float_nodes) == {"conv1", "conv2"}
