@@ -1,0 +1,96 @@
+"""Step 6: write the bundle (DESIGN.md, "The bundle") atomically, pack it, and write the reports.
+
+Output layout in ``--out``: ``<name>-<version>/`` (the bundle), ``<name>-<version>.tar``,
+``<name>-<version>.report.json`` and ``<name>-<version>.report.md``. The bundle directory is built in a
+staging folder and renamed into place, so an interrupted conversion leaves no half-written bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from edgectl.bundle import Manifest, check_name, pack_bundle, write_manifest
+from edgectl.errors import ConfigError, ManifestError, OutputExistsError
+from edgectl.fsutil import atomic_write_text, staging_dir
+
+from .report import ConversionReport
+
+#: Preference order of artifact variants, best first (the runtime takes the first one it can run): int8 is the
+#: smallest and fastest on edge CPUs, fp32 is the fallback every runtime can run.
+VARIANT_RANK = {"int8": 0, "int8-dynamic": 1, "fp16": 2, "fp32": 3}
+FORMAT_RANK = {"onnx": 0, "tflite": 1}
+
+
+def valid_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ManifestError as exc:
+        raise ConfigError(exc.message) from exc
+
+
+def next_version(out: Path, name: str) -> int:
+    """1 + the highest version of ``name`` found in ``out`` (bundle folders and tars), or 1."""
+    pattern = re.compile(rf"^{re.escape(name)}-(\d+)(\.tar)?$")
+    versions = [int(m.group(1)) for p in Path(out).glob(f"{name}-*") if (m := pattern.match(p.name))]
+    return max(versions, default=0) + 1
+
+
+def output_paths(out: Path, name: str, version: int) -> dict[str, Path]:
+    stem = f"{name}-{version}"
+    return {
+        "bundle": Path(out) / stem,
+        "tar": Path(out) / f"{stem}.tar",
+        "report_json": Path(out) / f"{stem}.report.json",
+        "report_md": Path(out) / f"{stem}.report.md",
+    }
+
+
+def check_free(out: Path, name: str, version: int, *, force: bool) -> None:
+    """Refuse to overwrite an existing bundle of that name and version unless ``force``."""
+    paths = output_paths(out, name, version)
+    taken = [p for p in (paths["bundle"], paths["tar"]) if p.exists()]
+    if taken and not force:
+        raise OutputExistsError(
+            f"{taken[0]} already exists.",
+            hint="Pass --force to replace it, or --version to write another version.",
+        )
+
+
+def write_reports(report: ConversionReport, out: Path) -> tuple[Path, Path]:
+    paths = output_paths(out, report.name, report.version)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths["report_json"], report.dumps())
+    atomic_write_text(paths["report_md"], report.to_markdown())
+    return paths["report_json"], paths["report_md"]
+
+
+def write_bundle(
+    out: Path, manifest: Manifest, files: dict[str, Path], golden_writer: Callable[[Path], None], *, force: bool
+) -> tuple[Path, Path]:
+    """Copy ``files`` (bundle path -> source) into a staged bundle, let ``golden_writer(path)`` write golden.npz,
+    hash everything into the manifest, rename the bundle into place and pack the tar. Returns (dir, tar).
+    """
+    paths = output_paths(out, manifest.name, manifest.version)
+    final = paths["bundle"]
+    trash: Path | None = None
+    with staging_dir(final) as tmp:
+        for rel, src in files.items():
+            shutil.copyfile(src, tmp / rel)
+        if manifest.golden is not None:
+            golden_writer(tmp / manifest.golden)
+        write_manifest(tmp, manifest)
+        if final.exists():
+            if not force:  # someone else wrote it while we were converting
+                raise OutputExistsError(f"{final} appeared while converting; pass --force to replace it.")
+            # Move the old bundle aside so the staged one can be renamed into place, then drop it.
+            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+            os.rename(final, trash / final.name)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    pack_bundle(final, paths["tar"])
+    return final, paths["tar"]
