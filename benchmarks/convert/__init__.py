@@ -1,0 +1,1 @@
+"""The convert benchmark: ``python -m benchmarks.convert.run``."""

@@ -1,0 +1,195 @@
+"""The convert benchmark's targets, judged from the measured results; a missed target gets its measured cause."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DIGITS, EFFNET = "digits_cnn", "efficientnet_lite0"
+FP32, EDGECTL, PLAIN = "fp32", "edgectl_int8", "ort_quantize_static"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One promise: what is compared, the bound, and how to read the measured value out of the results."""
+
+    key: str
+    model: str
+    what: str
+    bound: str  # shown in the table, e.g. "≤ 0.30"
+    measure: Callable[[dict[str, Any]], float]
+    met: Callable[[float], bool]
+    unit: str = ""
+
+
+def _variant(model: dict[str, Any], name: str) -> dict[str, Any]:
+    variant: dict[str, Any] = model["variants"][name]
+    return variant
+
+
+def _quality(model: dict[str, Any], name: str) -> float:
+    q = _variant(model, name)["quality"]
+    return float(q["accuracy_pct"] if q["accuracy_pct"] is not None else q["agreement_pct"])
+
+
+def targets() -> list[Target]:
+    """The targets of issue #2, in the order the README lists them."""
+    rows: list[Target] = []
+    for model in (DIGITS, EFFNET):
+        rows.append(
+            Target(
+                f"{model}.size_ratio",
+                model,
+                "file size int8 / fp32 (edgectl)",
+                "≤ 0.30",
+                lambda m: float(_variant(m, EDGECTL)["size_ratio"]),
+                lambda v: v <= 0.30,
+            )
+        )
+    rows += [
+        Target(
+            "efficientnet_lite0.latency_ratio",
+            EFFNET,
+            "latency p50 int8 / fp32, 1 thread (edgectl)",
+            "≤ 0.60",
+            lambda m: float(_variant(m, EDGECTL)["latency_ratio"]),
+            lambda v: v <= 0.60,
+        ),
+        Target(
+            "digits_cnn.accuracy_drop",
+            DIGITS,
+            "top-1 accuracy drop fp32 → int8 (edgectl)",
+            "≤ 0.5 points",
+            lambda m: _quality(m, FP32) - _quality(m, EDGECTL),
+            lambda v: v <= 0.5,
+            " points",
+        ),
+        Target(
+            "efficientnet_lite0.agreement",
+            EFFNET,
+            "top-1 agreement int8 vs fp32 (edgectl)",
+            "≥ 95%",
+            lambda m: _quality(m, EDGECTL),
+            lambda v: v >= 95.0,
+            "%",
+        ),
+    ]
+    for model in (DIGITS, EFFNET):
+        rows += [
+            Target(
+                f"{model}.vs_plain_quality",
+                model,
+                "edgectl int8 quality − plain quantize_static's",
+                "≥ 0 points",
+                lambda m: _quality(m, EDGECTL) - _quality(m, PLAIN),
+                lambda v: v >= 0.0,
+                " points",
+            ),
+            Target(
+                f"{model}.vs_plain_latency",
+                model,
+                "latency p50 edgectl int8 / plain quantize_static's",
+                "≤ 1.00",
+                lambda m: float(_variant(m, EDGECTL)["latency"]["p50_ms"] / _variant(m, PLAIN)["latency"]["p50_ms"]),
+                lambda v: v <= 1.0,
+            ),
+        ]
+    rows.append(
+        Target(
+            "efficientnet_lite0.convert_wall_s",
+            EFFNET,
+            "edgectl convert wall time (export + int8 + validation + bundle)",
+            "< 60 s",
+            lambda m: float(m["edgectl"]["wall_s"]),
+            lambda v: v < 60.0,
+            " s",
+        )
+    )
+    return rows
+
+
+def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evaluate every target against ``results["models"]``; each row carries a measured cause when missed."""
+    machine = results["machine"]
+    rows = []
+    for target in targets():
+        model = results["models"][target.model]
+        value = target.measure(model)
+        met = target.met(value)
+        rows.append(
+            {
+                "key": target.key,
+                "model": target.model,
+                "what": target.what,
+                "target": target.bound,
+                "measured": round(value, 3),
+                "unit": target.unit,
+                "met": met,
+                "cause": "" if met else cause(target.key, model, machine),
+            }
+        )
+    return rows
+
+
+def _fmt_ops(ops: dict[str, int]) -> str:
+    return ", ".join(f"{count}× {op}" for op, count in ops.items()) or "none"
+
+
+def cause(key: str, model: dict[str, Any], machine: dict[str, Any]) -> str:
+    """A measured explanation of why ``key`` was missed, built only from numbers in the results."""
+    edge, plain = _variant(model, EDGECTL), _variant(model, PLAIN)
+    census = edge["op_census"]
+    flags = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in machine["int8_flags"].items() if k.startswith("avx"))
+    kind = key.split(".", 1)[1]
+    if kind == "size_ratio":
+        init = ", ".join(f"{dtype} {count / 1024:.1f} KiB" for dtype, count in census["initializer_bytes"].items())
+        return (
+            f"of {edge['size_bytes'] / 1024:.1f} KiB, initializers are {init} and graph structure (names, Q/DQ nodes) "
+            f"{census['graph_bytes'] / 1024:.1f} KiB — a fixed cost per layer that a small model cannot amortise; "
+            f"ops left in float: {_fmt_ops(census['float'])}."
+        )
+    if kind == "latency_ratio":
+        return (
+            f"ops left in float: {_fmt_ops(census['float'])}; quantization {edge['quantization_summary']}; "
+            f"CPU flags: {flags}."
+        )
+    if kind in ("accuracy_drop", "agreement"):
+        q = edge["quality"]
+        return (
+            f"agreement with fp32 is {q['agreement_confident_pct']}% on the {q['confident_samples']} inputs where "
+            f"fp32's top-1 probability is ≥ 0.5 and {q['agreement_unconfident_pct']}% on the others, i.e. the flips "
+            f"sit on low-margin inputs; int8's top-1 is in fp32's top-5 for {q['top1_in_fp32_top5_pct']}%; logit "
+            f"SQNR {q['logits_sqnr_db']} dB; ops left in float: {_fmt_ops(census['float'])}."
+        )
+    if kind == "vs_plain_quality":
+        return (
+            f"edgectl {edge['quantization_summary']} vs plain {plain['quantization_summary']}; logit SQNR "
+            f"{edge['quality']['logits_sqnr_db']} dB vs {plain['quality']['logits_sqnr_db']} dB."
+        )
+    if kind == "vs_plain_latency":
+        spread = (
+            [min(v["latency"]["round_p50_ms"]) for v in (edge, plain)],
+            [max(v["latency"]["round_p50_ms"]) for v in (edge, plain)],
+        )
+        return (
+            f"round p50 ranges: edgectl {spread[0][0]:.4g}–{spread[1][0]:.4g} ms, plain {spread[0][1]:.4g}–"
+            f"{spread[1][1]:.4g} ms; edgectl {edge['quantization_summary']}, ops in float {_fmt_ops(census['float'])}; "
+            f"plain {plain['quantization_summary']}, ops in float {_fmt_ops(plain['op_census']['float'])}."
+        )
+    if kind == "convert_wall_s":
+        edge_run = model["edgectl"]
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in edge_run["step_s"].items())
+        before, after = edge_run["load_average_1min"]
+        cores = machine["usable_cores"]
+        verdict = (
+            "other work was competing for the CPUs"
+            if max(before, after) > cores
+            else "the cores were not oversubscribed, so the time is the converter's own"
+        )
+        return (
+            f"time per step: {steps}. The call used {edge_run['cpu_s']:.1f} s of CPU in-process (memory-probe "
+            f"subprocesses not counted) against {edge_run['wall_s']:.1f} s wall; the 1-minute load average was "
+            f"{before} before and {after} after on {cores} cores: {verdict}."
+        )
+    return ""
