@@ -189,7 +189,7 @@ class DataStep:
         except Exception as exc:  # the model's own shape checks (matmul sizes, conv channels) land here
             shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape))}" for k, v in ctx.example.items())
             raise SignatureError(
-                f"The model does not accept inputs of shape {shapes}: {' '.join(str(exc).split())[:300]}",
+                f"The model does not accept inputs of shape {shapes}: {_last_line(exc)}",
                 hint="Check --input-shape and the calibration data.",
             ) from exc
         batches = ctx.validation_batches()
@@ -215,6 +215,12 @@ class DataStep:
             )
         if ctx.labels is not None:
             ctx.reference_quality = accuracy_of([np.concatenate([r[0] for r in ctx.reference])], ctx.labels)
+
+
+def _last_line(exc: Exception) -> str:
+    """The message of an error raised inside the model; TorchScript prepends its own serialized traceback."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def _reference_runner(ctx: ConversionContext, loaded: LoadedModel, names: list[str]) -> Callable[..., Any]:
