@@ -105,6 +105,9 @@ class TuningConfig:
         max_sensitivity_groups: when the model has more quantizable layers than this, the sensitivity analysis
             works on blocks (layers sharing a parent module, e.g. ``blocks.3``) instead of single layers, so its
             cost stays bounded on deep networks.
+        baseline_accuracy: the accuracy drops are measured from (percent). ``None``: the fp32 model given to
+            :func:`tune`. Pass the original model's accuracy when the fp32 model is already a pruned one, so that
+            the tolerance bounds the total drop of the conversion, not only the quantization's share.
     """
 
     tolerance: AccuracyTolerance
@@ -116,6 +119,7 @@ class TuningConfig:
     )
     max_float_layers: int = 8
     max_sensitivity_groups: int = 24
+    baseline_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ def tune(
         AccuracyToleranceError: no candidate meets the tolerance; ``err.report`` is the :class:`TuningReport`.
     """
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="edgectl-tune-"))
+    work.mkdir(parents=True, exist_ok=True)
     search = _Search(fp32_path, quantize, evaluate, config, work)
     return search.run()
 
@@ -204,10 +209,11 @@ class _Search:
         self.seen: dict[QuantSettings, Candidate] = {}
         reference = evaluate(fp32)
         self.fp32_latency = reference.latency_ms
+        baseline = reference.accuracy if config.baseline_accuracy is None else config.baseline_accuracy
         self.report = TuningReport(
             tolerance=str(config.tolerance),
-            baseline_accuracy=reference.accuracy,
-            allowed_drop=config.tolerance.allowed_drop(reference.accuracy),
+            baseline_accuracy=baseline,
+            allowed_drop=config.tolerance.allowed_drop(baseline),
         )
         self.report.candidates.append(self._candidate("reference", None, reference, fp32))
 

@@ -65,8 +65,13 @@ def tune_onnx(
     work_dir: Path,
     max_float_layers: int = 8,
     max_sensitivity_groups: int = 24,
+    baseline_accuracy: float | None = None,
 ) -> tuple[ExportedArtifact, TuningReport]:
     """Run the accuracy-aware search on an fp32 ONNX model.
+
+    Args:
+        baseline_accuracy: what drops are measured from (the original model's accuracy when ``fp32_path`` is a
+            pruned model); the fp32 model's own accuracy when ``None``.
 
     Returns:
         (the chosen int8 artifact, its ``quantization`` record including the tuning summary; the report).
@@ -93,6 +98,7 @@ def tune_onnx(
         default=default,
         max_float_layers=max_float_layers,
         max_sensitivity_groups=max_sensitivity_groups,
+        baseline_accuracy=baseline_accuracy,
     )
     chosen, report = tune(prepared, quantize=quantize, evaluate=_evaluator(data), config=config, work_dir=work_dir)
     artifact = artifacts[chosen]

@@ -211,3 +211,16 @@ def test_deep_models_are_analysed_per_block(tmp_path: Path) -> None:
         ("blocks.2", ("node_4", "node_5")),
         ("head", ("node_head",)),
     ]
+
+
+def test_drops_can_be_measured_from_the_original_models_accuracy(fp32: Path, tmp_path: Path) -> None:
+    # The fp32 model given (a pruned one) scores 90.0; the original scored 91.0: only 0.5 points remain for int8.
+    quantize, evaluate, _ = scripted(lambda s: 89.8 if s.per_channel else 89.9, fast)
+    _, report = tune(fp32, quantize=quantize, evaluate=evaluate, work_dir=tmp_path,
+                     config=TuningConfig(tolerance=AccuracyTolerance(1.5), baseline_accuracy=91.0))  # fmt: skip
+    assert report.baseline_accuracy == 91.0
+    assert report.candidates[0].drop == pytest.approx(1.0)
+    assert report.chosen is not None and report.chosen.stage == "default"
+    with pytest.raises(AccuracyToleranceError):
+        tune(fp32, quantize=quantize, evaluate=evaluate, work_dir=tmp_path / "b",
+             config=TuningConfig(tolerance=AccuracyTolerance(1.0), baseline_accuracy=91.0))  # fmt: skip
