@@ -40,6 +40,10 @@ class ServeConfig:
     poll_interval_s: float = 1.0
     drain_timeout_s: float = 30.0
     drift_window: int = 1000
+    #: Backend memory arena: off by default, so a large batch's buffers go back to the OS afterwards.
+    memory_arena: bool = False
+    #: Spinning intra-op threads: off by default, so they do not take CPU from the HTTP loop between runs.
+    spinning: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -53,7 +57,9 @@ class ServeConfig:
             device = Device(self.device)
         except ValueError:
             raise ConfigError(f"device must be one of {[d.value for d in Device]}, got {self.device!r}.") from None
-        return SessionOptions(threads=self.threads, device=device)
+        return SessionOptions(
+            threads=self.threads, device=device, memory_arena=self.memory_arena, spinning=self.spinning
+        )
 
     def batching(self) -> BatchingConfig:
         return BatchingConfig(

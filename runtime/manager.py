@@ -11,7 +11,8 @@ API (load / unload / index).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -47,6 +48,8 @@ class ServedModel:
     #: the (version) whose load failed, so the poller does not retry it every second.
     failed_version: int | None = None
     swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: requests admitted and not yet answered (reading the body, decoding, queued, running, encoding).
+    in_flight: int = 0
 
     @property
     def version(self) -> int | None:
@@ -210,6 +213,26 @@ class ModelManager:
                 status=404,
             )
         return worker
+
+    @contextlib.contextmanager
+    def admit(self, name: str) -> Iterator[None]:
+        """Admission control, before the body is even read: at most ``max_queue + max_batch_size * instances``
+        requests per model are in flight, so memory stays bounded under any load. Raises a 429
+        :class:`OverloadedError` beyond that, and a 404 :class:`RequestError` for an unknown model."""
+        served = self.models.get(name)
+        if served is None:
+            raise RequestError(f"Unknown model '{name}'; models: {sorted(self.models)}.", status=404)
+        limit = self.batching.max_queue + self.batching.max_batch_size * max(1, self.batching.instances)
+        if served.in_flight >= limit:
+            self.metrics.requests.inc(name, str(served.version or ""), "overloaded")
+            raise OverloadedError(
+                f"Model '{name}' has {served.in_flight} requests in flight (the limit); retry shortly.", retry_after_s=1
+            )
+        served.in_flight += 1
+        try:
+            yield
+        finally:
+            served.in_flight -= 1
 
     async def infer(
         self, name: str, version: int | None, prepare: Callable[[LoadedModel], dict[str, np.ndarray]]

@@ -212,24 +212,29 @@ def create_app(
     @app.post("/v2/models/{model}/infer", tags=["inference"], openapi_extra=INFER_BODY_DOC)
     @app.post("/v2/models/{model}/versions/{version}/infer", tags=["inference"], openapi_extra=INFER_BODY_DOC)
     async def infer(request: Request, model: str, version: str | None = None) -> Response:
-        body = await request.body()
-        header_length = request.headers.get("inference-header-content-length")
-        decoded: list[InferRequest] = []
+        with manager.admit(model):
+            body = await request.body()
+            header_length = request.headers.get("inference-header-content-length")
+            decoded: list[InferRequest] = []
 
-        def prepare(m: LoadedModel) -> dict[str, np.ndarray]:
-            req = decode_infer_request(body, m.inputs, header_length=header_length, max_elements=max_elements)
-            if not allow_non_finite(m):
-                check_finite(req.inputs)
-            decoded[:] = [req]
-            return req.inputs
+            def prepare(m: LoadedModel) -> dict[str, np.ndarray]:
+                req = decode_infer_request(body, m.inputs, header_length=header_length, max_elements=max_elements)
+                if not allow_non_finite(m):
+                    check_finite(req.inputs)
+                decoded[:] = [req]
+                return req.inputs
 
-        served, outputs = await run(model, _version(version), prepare)
-        content, headers = encode_infer_response(decoded[0], outputs, model=served.name, version=served.version)
+            served, outputs = await run(model, _version(version), prepare)
+            content, headers = encode_infer_response(decoded[0], outputs, model=served.name, version=served.version)
         return Response(content=content, headers=headers)
 
     @app.post("/predict/{model}", tags=["inference"])
     async def predict(request: Request, model: str) -> Response:
         """Plain JSON (``{"inputs": [...]}`` or ``{"<input>": [...]}``) or a multipart image upload (``file``)."""
+        with manager.admit(model):
+            return await _predict(request, model)
+
+    async def _predict(request: Request, model: str) -> Response:
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             async with request.form(max_files=1, max_fields=8) as form:

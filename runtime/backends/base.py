@@ -28,6 +28,10 @@ class SessionOptions:
     #: Use XNNPACK where the build has it (onnxruntime provider / LiteRT delegate).
     xnnpack: bool = True
     extra_providers: tuple[str, ...] = field(default_factory=tuple)
+    #: Keep freed buffers in an arena for reuse (faster repeated runs; memory never shrinks after a large batch).
+    memory_arena: bool = True
+    #: Let idle intra-op threads spin between runs (lower latency back to back; burns CPU a server's HTTP loop needs).
+    spinning: bool = True
 
     @staticmethod
     def default_threads() -> int:

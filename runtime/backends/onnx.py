@@ -66,6 +66,9 @@ class OnnxSession:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        so.enable_cpu_mem_arena = options.memory_arena
+        if not options.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = providers_for(options, ort.get_available_providers())
         if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):
             # XNNPACK brings its own thread pool; keep onnxruntime's from competing with it.

@@ -1,0 +1,334 @@
+"""Runtime benchmark: ``python -m benchmarks.runtime.run`` -> results.json + README.md (table) in this folder.
+
+For the digits CNN and EfficientNet-Lite0, side by side in one run, all over loopback:
+
+1. added latency of one HTTP inference (binary tensors, one client) over an in-process ``session.run`` of the same
+   backend with the same options (interleaved rounds);
+2. throughput and latency at 32 concurrent clients, dynamic batching on vs off (binary tensors);
+3. the same JSON load against edgectl's ``/predict`` and a tutorial-style FastAPI + onnxruntime app
+   (:mod:`benchmarks.runtime.baseline_app`), plus an overload burst (128 clients, 2 s client timeout);
+4. resident memory with one model loaded, and start-to-ready time.
+
+Load is bounded in count and time; every speed figure is a ratio against a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from edgectl.runtime.backends import SessionOptions, load
+from edgectl.runtime.store import ModelStore
+
+from benchmarks.common import interleaved_latency, machine_info, markdown_table, write_json
+
+from .bundles import BenchModel, build_bundles
+from .load import LoadResult, Request, run_load
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CLIENTS = 32
+#: (requests per load run, seconds cap) per model: enough for stable percentiles, bounded on a 2-core machine.
+BUDGET = {"digits": (1500, 12.0), "efficientnet-lite0": (160, 25.0)}
+JSON_BUDGET = {"digits": (1500, 12.0), "efficientnet-lite0": (48, 25.0)}
+ROUNDS = 3
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    ready_s: float
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start(name: str, cmd: list[str], port: int, health: str) -> Server:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = t0 + 60
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{health}", timeout=1).status_code == 200:
+                return Server(name, port, proc, time.perf_counter() - t0)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.01)
+    proc.kill()
+    raise RuntimeError(f"{name} did not become ready within 60 s")
+
+
+def edgectl_server(name: str, store: Path, *flags: str) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "edgectl", "serve", "--store", str(store), "--bind", f"127.0.0.1:{port}", *flags]
+    return start(name, cmd, port, "/v2/health/ready")
+
+
+def binary_request(model: str, x: np.ndarray) -> Request:
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return Request(
+        f"/v2/models/{model}/infer",
+        header + x.astype("<f4").tobytes(),
+        {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
+
+
+def json_request(model: str, x: np.ndarray) -> Request:
+    body = json.dumps({"inputs": np.round(x, 5).tolist()}).encode()
+    return Request(f"/predict/{model}", body, {"Content-Type": "application/json"})
+
+
+def added_latency(model: BenchModel, server: Server) -> dict[str, Any]:
+    session = load(model.onnx, SessionOptions())
+    feed = {"x": model.sample}
+    req = binary_request(model.name, model.sample)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port)
+
+    def over_http() -> None:
+        conn.request("POST", req.path, body=req.body, headers=req.headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}")
+
+    iterations = 200 if model.name == "digits" else 15
+    lat = interleaved_latency(
+        {"session.run": lambda: session.run(feed), "http": over_http}, rounds=7, iterations=iterations, warmup=10
+    )
+    conn.close()
+    session.close()
+    added = lat["http"].p50_ms - lat["session.run"].p50_ms
+    return {
+        "session_run": lat["session.run"].as_dict(),
+        "http_binary": lat["http"].as_dict(),
+        "added_p50_ms": round(added, 4),
+    }
+
+
+def loads(runs: dict[str, tuple[Server, Request, tuple[int, float]]], concurrency: int) -> dict[str, list[LoadResult]]:
+    """Run each load ``ROUNDS`` times, rotating the order per round so background noise hits all alike."""
+    names = list(runs)
+    out: dict[str, list[LoadResult]] = {n: [] for n in names}
+    for r in range(ROUNDS):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            server, request, (total, cap) = runs[name]
+            out[name].append(
+                asyncio.run(run_load(server.port, request, concurrency=concurrency, total=total, max_seconds=cap))
+            )
+    return out
+
+
+def median_summary(results: list[LoadResult]) -> dict[str, Any]:
+    """The round with the median throughput, plus every round's throughput and the total of errors."""
+    ordered = sorted(results, key=lambda r: r.ok / r.seconds if r.seconds else 0.0)
+    summary = ordered[len(ordered) // 2].summary()
+    summary["round_throughput_rps"] = [r.summary()["throughput_rps"] for r in results]
+    summary["errors_all_rounds"] = sum(r.errors for r in results)
+    return summary
+
+
+def bench_model(model: BenchModel, work: Path) -> dict[str, Any]:
+    store = ModelStore(work / f"store-{model.name}")
+    store.install(model.tar)
+    batched = edgectl_server(
+        "edgectl (batching)", store.root, "--max-batch-size", "32", "--max-queue-delay-ms", "2", "--max-queue", "64"
+    )
+    unbatched = edgectl_server("edgectl (no batching)", store.root, "--max-batch-size", "1", "--max-queue", "64")
+    base_port = free_port()
+    baseline = start(
+        "tutorial FastAPI",
+        [sys.executable, "-m", "benchmarks.runtime.baseline_app", str(model.onnx), str(base_port)],
+        base_port,
+        "/health",
+    )
+    try:
+        idle_rss = batched.rss_mb()
+        latency = added_latency(model, batched)
+        x = np.repeat(model.sample, 1, axis=0)
+        binary = binary_request(model.name, x)
+        as_json = json_request(model.name, x)
+        budget, json_budget = BUDGET[model.name], JSON_BUDGET[model.name]
+        results = loads(
+            {
+                "batching": (batched, binary, budget),
+                "no_batching": (unbatched, binary, budget),
+                "edgectl_json": (batched, as_json, json_budget),
+                "baseline_json": (baseline, as_json, json_budget),
+            },
+            CLIENTS,
+        )
+        overload_budget = (json_budget[0] * 2, json_budget[1])
+        burst = {
+            name: asyncio.run(
+                run_load(
+                    srv.port,
+                    as_json,
+                    concurrency=128,
+                    total=overload_budget[0],
+                    max_seconds=overload_budget[1],
+                    timeout_s=2.0,
+                )
+            ).summary()
+            for name, srv in (("edgectl_json", batched), ("baseline_json", baseline))
+        }
+        summaries = {k: median_summary(v) for k, v in results.items()}
+        return {
+            "latency": latency,
+            "load_32_clients": summaries,
+            "batching_speedup": round(
+                summaries["batching"]["throughput_rps"] / max(summaries["no_batching"]["throughput_rps"], 1e-9), 3
+            ),
+            "vs_baseline": {
+                "p50_ratio": round(summaries["baseline_json"]["p50_ms"] / summaries["edgectl_json"]["p50_ms"], 3),
+                "p99_ratio": round(summaries["baseline_json"]["p99_ms"] / summaries["edgectl_json"]["p99_ms"], 3),
+                "throughput_ratio": round(
+                    summaries["edgectl_json"]["throughput_rps"]
+                    / max(summaries["baseline_json"]["throughput_rps"], 1e-9),
+                    3,
+                ),
+            },
+            "overload_128_clients": burst,
+            "rss_mb": {"idle_one_model": round(idle_rss, 1), "after_load": round(batched.rss_mb(), 1)},
+            "start_to_ready_s": [round(batched.ready_s, 3), round(unbatched.ready_s, 3)],
+        }
+    finally:
+        for server in (batched, unbatched, baseline):
+            server.stop()
+
+
+def readme(results: dict[str, Any]) -> str:
+    rows = []
+    checks = []
+    for name, r in results["models"].items():
+        s = r["load_32_clients"]
+        rows.append(
+            [
+                name,
+                f"{r['latency']['session_run']['p50_ms']:.3f}",
+                f"{r['latency']['http_binary']['p50_ms']:.3f}",
+                f"{r['latency']['added_p50_ms']:.3f}",
+                f"{s['batching']['throughput_rps']:.0f} / {s['no_batching']['throughput_rps']:.0f}",
+                f"{r['batching_speedup']:.2f}x",
+                f"{s['edgectl_json']['p50_ms']:.1f} / {s['edgectl_json']['p99_ms']:.1f}",
+                f"{s['baseline_json']['p50_ms']:.1f} / {s['baseline_json']['p99_ms']:.1f}",
+                f"{s['edgectl_json']['errors_all_rounds']} / {s['baseline_json']['errors_all_rounds']}",
+                f"{r['rss_mb']['idle_one_model']:.0f}",
+                f"{max(r['start_to_ready_s']):.2f}",
+            ]
+        )
+        t = results["targets"][name]
+        checks += [f"- {name}: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in t.items())]
+    burst_rows = [
+        [
+            name,
+            who,
+            b["ok"],
+            b["refused_429_503"],
+            b["errors"],
+            b["timeouts"],
+            f"{b['p50_ms']:.1f}",
+            f"{b['p99_ms']:.1f}",
+        ]
+        for name, r in results["models"].items()
+        for who, b in r["overload_128_clients"].items()
+    ]
+    m = results["machine"]
+    return (
+        "# Runtime benchmark (`edgectl serve`)\n\n"
+        f"Generated by `python -m benchmarks.runtime.run` on {m.get('cpu_model', '?')} ({m.get('usable_cores', '?')} cores, "
+        f"load average {m.get('load_average_at_start', '?')} at start). All traffic over loopback; {CLIENTS} closed-loop clients; "
+        f"{ROUNDS} interleaved rounds, the median round is shown. Batching: max batch 32, max queue delay 2 ms.\n\n"
+        + markdown_table(
+            [
+                "model",
+                "session.run p50 ms",
+                "HTTP binary p50 ms",
+                "added p50 ms",
+                "req/s batching / none",
+                "batching speed-up",
+                "edgectl JSON p50 / p99 ms",
+                "tutorial app p50 / p99 ms",
+                "errors edgectl / tutorial",
+                "RSS MB (1 model)",
+                "start to ready s",
+            ],
+            rows,
+        )
+        + "\nOverload burst: 128 clients, 2 s client timeout, JSON bodies (429/503 are immediate refusals with "
+        "Retry-After, not errors):\n\n"
+        + markdown_table(["model", "server", "ok", "refused", "errors", "timeouts", "p50 ms", "p99 ms"], burst_rows)
+        + "\nTargets (added p50 <= 1 ms, batching >= 2x on digits, at least as fast as the tutorial app at p50 and "
+        "p99, RSS <= 150 MB, start to ready <= 3 s):\n\n"
+        + "\n".join(checks)
+        + "\n\nThe tutorial app is `benchmarks/runtime/baseline_app.py`: one global onnxruntime session, a pydantic "
+        "body, `session.run` inside an `async def` handler, no queue, no batching, no limits.\n"
+    )
+
+
+def main() -> int:
+    results: dict[str, Any] = {"machine": machine_info(), "models": {}, "targets": {}}
+    with tempfile.TemporaryDirectory(prefix="edgectl-bench-runtime-") as tmp:
+        work = Path(tmp)
+        for model in build_bundles(work / "bundles"):
+            print(f"benchmarking {model.name} ...", flush=True)
+            r = results["models"][model.name] = bench_model(model, work)
+            vs = r["vs_baseline"]
+            targets = {
+                "added_p50<=1ms": r["latency"]["added_p50_ms"] <= 1.0,
+                "p50_and_p99_vs_tutorial": vs["p50_ratio"] >= 1.0 and vs["p99_ratio"] >= 1.0,
+                "no_errors": r["load_32_clients"]["edgectl_json"]["errors_all_rounds"] == 0,
+                "rss<=150MB": r["rss_mb"]["idle_one_model"] <= 150,
+                "start<=3s": statistics.median(r["start_to_ready_s"]) <= 3.0,
+            }
+            if model.name == "digits":
+                targets["batching>=2x"] = r["batching_speedup"] >= 2.0
+            results["targets"][model.name] = targets
+            print(json.dumps({model.name: targets}), flush=True)
+    write_json(HERE / "results.json", results)
+    (HERE / "README.md").write_text(readme(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
