@@ -83,8 +83,11 @@ def read_labels(path: Path) -> np.ndarray:
         if path.suffix.lower() == ".txt":
             values = np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
         elif path.suffix.lower() == ".npz":
-            arrays, labels = read_arrays(path)
-            values = labels if labels is not None else arrays[0][1]
+            with np.load(path, allow_pickle=False) as data:
+                key = next((k for k in LABEL_KEYS if k in data.files), data.files[0] if data.files else None)
+                if key is None:
+                    raise CalibrationDataError(f"{path} holds no arrays; expected a 'labels' array.")
+                values = data[key]
         else:
             values = np.load(path, allow_pickle=False)
     except ValueError as exc:
