@@ -6,10 +6,15 @@ from typing import Any
 
 from benchmarks.common import markdown_table
 
-from .targets import EDGECTL, FP32, PLAIN
+from .targets import EDGECTL, FP32, PER_TENSOR, PLAIN
 
 TITLES = {"digits_cnn": "Digits CNN", "efficientnet_lite0": "EfficientNet-Lite0"}
-VARIANT_TITLES = {FP32: "fp32 ONNX (edgectl export)", EDGECTL: "int8, edgectl", PLAIN: "int8, plain quantize_static"}
+VARIANT_TITLES = {
+    FP32: "fp32 ONNX (edgectl export)",
+    EDGECTL: "int8, edgectl",
+    PLAIN: "int8, plain quantize_static",
+    PER_TENSOR: "int8, edgectl with per-tensor weights (ablation)",
+}
 #: A variant's round-to-round p50 spread above this fraction of its median is called visible noise.
 NOISY_SPREAD = 0.10
 
@@ -109,7 +114,7 @@ def render(results: dict[str, Any]) -> str:
             + model["variants"][EDGECTL]["quantization_summary"]
             + "; plain "
             + model["variants"][PLAIN]["quantization_summary"]
-            + ".",
+            + "; the ablation is edgectl's quantizer with its defaults except per-tensor weights.",
             "",
         ]
     noise = _noise(results)
@@ -117,8 +122,8 @@ def render(results: dict[str, Any]) -> str:
         "## Method",
         "",
         f"- Latency: batch 1, edgectl's onnxruntime backend (CPU provider) at {settings['threads']} intra-op thread; "
-        f"{settings['rounds']} interleaved rounds (A/B/C, order rotated per round) after {settings['warmup']} warm-up "
-        "runs; p50/p95 are the median over rounds of each round's percentile. Ratios compare numbers of one run.",
+        f"{settings['rounds']} interleaved rounds (A/B/C/D, order rotated per round) after {settings['warmup']} "
+        "warm-up runs; p50/p95 are the median over rounds of each round's percentile; ratios are within one run.",
         "- Quality: accuracy against true labels (digits); top-1 agreement with the fp32 ONNX model (photos have no "
         "ImageNet labels). SQNR compares the int8 logits with the fp32 ONNX logits.",
         "- Size: bytes of the ONNX file. Wall time: one `edgectl.converter.convert` call (fp32 + int8, validation with "

@@ -26,8 +26,8 @@ from edgectl.fsutil import atomic_write_text
 
 from .measure import latencies, op_census, open_session, predict, quality
 from .readme import render
-from .targets import EDGECTL, FP32, PLAIN, judge
-from .variants import run_edgectl, run_plain_quantize_static
+from .targets import EDGECTL, FP32, PER_TENSOR, PLAIN, judge
+from .variants import run_edgectl, run_per_tensor_ablation, run_plain_quantize_static
 
 HERE = Path(__file__).resolve().parent
 
@@ -108,12 +108,20 @@ def bench_model(
     print(f"[{name}] plain quantize_static ...", flush=True)
     plain_path = work_dir / "plain.int8.onnx"
     plain_s = run_plain_quantize_static(edge.fp32_path, plain_path, calibration)
-    paths = {FP32: edge.fp32_path, EDGECTL: edge.int8_path, PLAIN: plain_path}
+    print(f"[{name}] ablation: edgectl's quantizer with per-tensor weights ...", flush=True)
+    ablation_path = work_dir / "per-tensor.int8.onnx"
+    run_per_tensor_ablation(edge.fp32_path, ablation_path, calibration, edge.quantization)
+    paths = {FP32: edge.fp32_path, EDGECTL: edge.int8_path, PLAIN: plain_path, PER_TENSOR: ablation_path}
     sessions = {variant: open_session(path, config.threads) for variant, path in paths.items()}
     print(f"[{name}] quality on {len(validation)} inputs, latency in {config.rounds} rounds ...", flush=True)
     logits = {variant: predict(session, validation) for variant, session in sessions.items()}
     timing = latencies(sessions, validation[:1], rounds=config.rounds, iterations=iterations, warmup=config.warmup)
-    summaries = {FP32: "float32", EDGECTL: _summary(edge.quantization), PLAIN: _summary(_plain_defaults())}
+    summaries = {
+        FP32: "float32",
+        EDGECTL: _summary(edge.quantization),
+        PLAIN: _summary(_plain_defaults()),
+        PER_TENSOR: _summary({**edge.quantization, "per_channel": False}),
+    }
     variants: dict[str, Any] = {}
     for variant, path in paths.items():
         size = path.stat().st_size

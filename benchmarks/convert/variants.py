@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -155,4 +156,28 @@ def run_plain_quantize_static(fp32_path: Path, out_path: Path, calibration: np.n
 
     start = time.perf_counter()
     quantize_static(str(fp32_path), str(out_path), Reader(input_name, calibration))
+    return time.perf_counter() - start
+
+
+def run_per_tensor_ablation(
+    fp32_path: Path, out_path: Path, calibration: np.ndarray, edgectl_params: dict[str, Any]
+) -> float:
+    """edgectl's own quantizer with the parameters it used (``edgectl_params``, from the manifest) except
+    ``per_channel=False``: what per-channel weights cost and buy.
+
+    Returns:
+        the seconds it took.
+    """
+    import onnx
+    from edgectl.converter import QuantizationConfig, quantize_onnx
+    from edgectl.converter.quantize import CalibrationReader
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    step = CALIBRATION_BATCH
+    batches = [{input_name: calibration[i : i + step]} for i in range(0, len(calibration), step)]
+    start = time.perf_counter()
+    known = {f.name for f in dataclasses.fields(QuantizationConfig)}
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in edgectl_params.items() if k in known}
+    config = QuantizationConfig(**{**params, "per_channel": False})
+    quantize_onnx(fp32_path, out_path, config, CalibrationReader(batches))
     return time.perf_counter() - start
