@@ -100,15 +100,24 @@ class ConvertConfig:
 
     # -- precisions and formats -----------------------------------------------------------------
     precisions: tuple[str, ...] = field(
-        default=("fp32",), metadata=_help(f"Precisions to produce, best first is chosen for you: {PRECISIONS}.")
+        default=("fp32",),
+        metadata=_help(
+            "Comma-separated precisions to produce: fp32, fp16, int8 (static, calibrated), int8-dynamic. One bundle "
+            "holds one file per precision."
+        ),
     )
-    formats: tuple[str, ...] = field(default=("onnx",), metadata=_help(f"Model formats to produce: {FORMATS}."))
+    formats: tuple[str, ...] = field(
+        default=("onnx",), metadata=_help("Comma-separated model formats to produce: onnx, tflite.")
+    )
     calibrate_method: str = field(
-        default="minmax", metadata=_help(f"Static int8 calibration method: {CALIBRATE_METHODS}.")
+        default="minmax",
+        metadata=_help("Static int8 calibration method: minmax, entropy, percentile (or distribution)."),
     )
     per_channel: bool = field(default=True, metadata=_help("Quantize weights per output channel (static int8)."))
-    activation_type: str = field(default="uint8", metadata=_help(f"Activation type for static int8: {QUANT_TYPES}."))
-    weight_type: str = field(default="int8", metadata=_help(f"Weight type for int8: {QUANT_TYPES}."))
+    activation_type: str = field(
+        default="uint8", metadata=_help("Activation type for static int8: uint8 (fast with VNNI / on ARM) or int8.")
+    )
+    weight_type: str = field(default="int8", metadata=_help("Weight type for int8: int8 or uint8."))
     reduce_range: bool = field(
         default=False, metadata=_help("Quantize weights to 7 bits (helps CPUs without VNNI avoid saturation).")
     )
@@ -136,6 +145,40 @@ class ConvertConfig:
     )
     golden_samples: int = field(default=4, metadata=_help("Number of golden inputs stored in golden.npz."))
     seed: int = field(default=0, metadata=_help("Seed for every random choice (reproducible bundles)."))
+    accuracy_drop_relative: bool = field(
+        default=False,
+        metadata=_help("Read max_accuracy_drop as a percentage of the original's accuracy (what '1%rel' sets)."),
+    )
+    max_float_layers: int = field(
+        default=8, metadata=_help("Accuracy tuning: keep at most this many sensitive layer groups in float.")
+    )
+
+    # -- pruning and device profile (docs/tuning.md) ----------------------------------------------
+    prune: str | None = field(
+        default=None,
+        metadata=_help(
+            "Prune before export: channels:R (structured, smaller and faster dense model) or magnitude:R "
+            "(unstructured, smaller compressed file); R in (0, 1), per-layer ratios as channels:0.3,LAYER=0.5."
+        ),
+    )
+    prune_exclude: tuple[str, ...] = field(
+        default=(), metadata=_help("Modules (and their children) that pruning must not touch, e.g. classifier.")
+    )
+    finetune: str | None = field(
+        default=None,
+        metadata=_help(
+            "Recovery after channel pruning: 'module:function' called as finetune(model, data) -> model, or 'none'. "
+            "Default: a short distillation from the original model on the calibration inputs."
+        ),
+    )
+    finetune_steps: int = field(default=300, metadata=_help("Steps of the built-in recovery distillation."))
+    target: str | None = field(
+        default=None,
+        metadata=_help(
+            "Device profile that sets the defaults: rpi4, rpi5, jetson-orin, x86-avx512, generic-arm64 "
+            "(explicit flags win; see docs/tuning.md)."
+        ),
+    )
 
     # -- output ---------------------------------------------------------------------------------
     out: Path = field(
@@ -183,6 +226,7 @@ class ConvertConfig:
             raise ConfigError(f"--golden-samples must be at least 1, got {self.golden_samples}.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise ConfigError(f"--max-accuracy-drop must be >= 0 points, got {self.max_accuracy_drop}.")
+        self._validate_tuning()
         if self.version is not None and self.version < 1:
             raise ConfigError(f"--version must be a positive integer, got {self.version}.")
         if self.weights is not None and self.source is not None and ":" not in str(self.source):
@@ -192,6 +236,35 @@ class ConvertConfig:
                 "Static int8 needs calibration data.",
                 hint="Pass --calibration data.npz (or an image folder), or use --precision int8-dynamic.",
             )
+
+    def _validate_tuning(self) -> None:
+        from .profiles import get_profile
+        from .prune import PruneMethod, parse_prune_spec
+
+        if self.prune is not None:
+            method = parse_prune_spec(self.prune, exclude=self.prune_exclude).method
+            if self.finetune is not None and method is not PruneMethod.CHANNELS:
+                raise ConfigError(
+                    "--finetune applies to channel pruning only; magnitude pruning keeps no recovery step "
+                    "(training would regrow the zeroed weights)."
+                )
+        elif self.prune_exclude or self.finetune is not None:
+            raise ConfigError("--prune-exclude and --finetune need --prune (e.g. --prune channels:0.3).")
+        for opt in ("finetune_steps", "max_float_layers"):
+            if getattr(self, opt) < 1:
+                raise ConfigError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(self, opt)}.")
+        if self.accuracy_drop_relative and self.max_accuracy_drop is not None and self.max_accuracy_drop >= 100:
+            raise ConfigError(f"A relative accuracy drop must be below 100%rel, got {self.max_accuracy_drop}%rel.")
+        if self.target is not None:
+            get_profile(self.target)
+
+    def allowed_drop(self, reference: float | None) -> float | None:
+        """--max-accuracy-drop in points for a reference accuracy (percent); None when no tolerance is set."""
+        if self.max_accuracy_drop is None:
+            return None
+        if self.accuracy_drop_relative:
+            return None if reference is None else reference * self.max_accuracy_drop / 100.0
+        return self.max_accuracy_drop
 
     # -- recipes --------------------------------------------------------------------------------
 
@@ -211,6 +284,12 @@ class ConvertConfig:
             table = {k.replace("-", "_"): v for k, v in table.items()}
             values = coerce_values(table, where=str(path), base_dir=Path(path).parent)
         values.update(coerce_values({k: v for k, v in overrides.items() if v is not None}, where="arguments"))
+        if values.get("target"):
+            from .profiles import config_defaults, get_profile
+
+            # The profile fills only what neither the recipe nor a flag set: explicit values always win.
+            for key, value in config_defaults(get_profile(values["target"]), source=values.get("source")).items():
+                values.setdefault(key, value)
         return cls(**values)
 
     def parameters(self) -> dict[str, Any]:
@@ -238,7 +317,15 @@ def option_help() -> dict[str, str]:
 
 
 _PATHS = {"weights", "calibration", "validation", "labels", "out"}
-_STR_TUPLES = {"input_names", "output_names", "precisions", "formats", "quantize_op_types", "nodes_to_exclude"}
+_STR_TUPLES = {
+    "input_names",
+    "output_names",
+    "precisions",
+    "formats",
+    "quantize_op_types",
+    "nodes_to_exclude",
+    "prune_exclude",
+}
 _INTS = {
     "opset",
     "image_size",
@@ -249,10 +336,12 @@ _INTS = {
     "latency_runs",
     "golden_samples",
     "seed",
+    "finetune_steps",
+    "max_float_layers",
     "version",
 }
 _FLOATS = {"max_accuracy_drop", "warn_accuracy_drop"}
-_BOOLS = {"dynamic_batch", "per_channel", "reduce_range", "measure_memory", "force"}
+_BOOLS = {"dynamic_batch", "per_channel", "reduce_range", "measure_memory", "force", "accuracy_drop_relative"}
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -282,6 +371,13 @@ def coerce_values(values: Mapping[str, Any], *, where: str, base_dir: Path | Non
         raise ConfigError(f"Unknown option(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}.")
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if key == "max_accuracy_drop" and isinstance(value, str):
+            from .tuning import AccuracyTolerance
+
+            # "1", "1pt" (points) or "2%rel" (relative to the original's accuracy): one flag, two fields.
+            tolerance = AccuracyTolerance.parse(value)
+            out[key], out["accuracy_drop_relative"] = tolerance.value, tolerance.relative
+            continue
         try:
             out[key] = _coerce(key, value, base_dir)
         except (TypeError, ValueError) as exc:
