@@ -20,8 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgectl.errors import OverloadedError, RequestError
+from edgectl.log import get_logger
 
 from .loader import LoadedModel
+
+log = get_logger("edgectl.runtime.batching")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +86,10 @@ class ModelWorker:
         config: BatchingConfig,
         *,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_data: Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
     ) -> None:
+        """Args: model: the loaded version; config: queue and batch limits; on_batch: called with each batch's
+        statistics; on_data: called with each batch's (inputs, outputs) after the answers went out (drift)."""
         self.model = model
         self.config = config
         self._batchable = model.batchable and config.max_batch_size > 1
@@ -92,6 +98,7 @@ class ModelWorker:
         self._closing = False
         self._busy = 0
         self._on_batch = on_batch
+        self._on_data = on_data
         # Set when the last batch held more than one request: under load it is worth waiting for company.
         self._loaded = False
         self._threads = [
@@ -183,7 +190,9 @@ class ModelWorker:
         waits = [start - j.enqueued for j in batch]
         try:
             if len(batch) == 1:
-                results = [self.model.session.run(batch[0].inputs)]
+                stacked = batch[0].inputs
+                out = self.model.session.run(stacked)
+                results = [out]
             else:
                 stacked = {n: np.concatenate([j.inputs[n] for j in batch]) for n in batch[0].inputs}
                 out = self.model.session.run(stacked)
@@ -200,5 +209,10 @@ class ModelWorker:
         run_s = time.perf_counter() - start
         for job, res in zip(batch, results, strict=True):
             _deliver(job, res, None)
-        if self._on_batch is not None:
-            self._on_batch(BatchStats(sum(j.rows for j in batch), len(batch), waits, run_s))
+        try:  # observers run after the answers went out, so they add no latency to this batch
+            if self._on_batch is not None:
+                self._on_batch(BatchStats(sum(j.rows for j in batch), len(batch), waits, run_s))
+            if self._on_data is not None and self._batchable:
+                self._on_data(stacked, out)
+        except Exception:  # an observer's bug must never stop the worker
+            log.exception("batch observer failed for %s", self.model.name)

@@ -59,6 +59,7 @@ def serve(config: ServeConfig) -> None:
         metrics=metrics,
         poll_interval_s=config.poll_interval_s,
         drain_timeout_s=config.drain_timeout_s,
+        drift_window=config.drift_window,
     )
     limits = HttpLimits(
         max_body_bytes=config.max_body_bytes,

@@ -23,6 +23,7 @@ from edgectl.log import get_logger
 
 from .backends import SessionOptions
 from .batching import BatchingConfig, BatchStats, ModelWorker, WorkerClosed
+from .drift import DriftMonitor
 from .loader import LoadedModel, load_version
 from .metrics import RuntimeMetrics
 from .store import ModelStore
@@ -48,6 +49,7 @@ class ServedModel:
     #: the (version) whose load failed, so the poller does not retry it every second.
     failed_version: int | None = None
     swap_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    drift: DriftMonitor | None = None
     #: requests admitted and not yet answered (reading the body, decoding, queued, running, encoding).
     in_flight: int = 0
 
@@ -68,6 +70,7 @@ class ModelManager:
         metrics: RuntimeMetrics,
         poll_interval_s: float = 1.0,
         drain_timeout_s: float = 30.0,
+        drift_window: int = 1000,
         on_loaded: Callable[[LoadedModel], None] | None = None,
     ) -> None:
         self.store = store
@@ -76,6 +79,7 @@ class ModelManager:
         self.metrics = metrics
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
+        self.drift_window = drift_window
         self.on_loaded = on_loaded
         self.models: dict[str, ServedModel] = {}
         self.started = False
@@ -153,7 +157,14 @@ class ModelManager:
             except Exception as exc:  # a backend's own error type: reported, never fatal to the daemon
                 self._fail(name, version, f"{type(exc).__name__}: {exc}")
                 raise StoreError(f"Loading {name} version {version} failed: {exc}") from exc
-            worker = ModelWorker(model, self.batching, on_batch=self._batch_observer(name, version))
+            monitor = DriftMonitor.from_reference(model.manifest.reference_stats, window=self.drift_window)
+            worker = ModelWorker(
+                model,
+                self.batching,
+                on_batch=self._batch_observer(name, version),
+                on_data=monitor.observe if monitor is not None else None,
+            )
+            served.drift = monitor
             old, served.worker = served.worker, worker
             served.state, served.reason, served.failed_version = ModelState.READY, "", None
             self.metrics.load_time.set(name, str(version), value=model.load_seconds)
@@ -290,5 +301,21 @@ class ModelManager:
         return observe
 
     def _collect(self) -> None:
+        m = self.metrics
+        for gauge in (m.drift_psi, m.drift_shift, m.drift_shift_max, m.drift_rows, m.drift_nonfinite, m.drift_range):
+            gauge.clear()  # only the versions serving now are reported
         for name, served in self.models.items():
-            self.metrics.queue_depth.set(name, value=0 if served.worker is None else served.worker.queue_depth)
+            m.queue_depth.set(name, value=0 if served.worker is None else served.worker.queue_depth)
+            if served.drift is None or served.worker is None:
+                continue
+            v, drift = str(served.version), served.drift
+            m.drift_rows.set(name, v, value=drift.rows)
+            for (output, kind), score in drift.psi().items():
+                m.drift_psi.set(name, v, output, kind, value=score)
+            for inp, shift in drift.mean_shift().items():
+                for channel, value in enumerate(shift):
+                    m.drift_shift.set(name, v, inp, str(channel), value=float(value))
+                m.drift_shift_max.set(name, v, inp, value=float(np.abs(shift).max(initial=0.0)))
+            for inp in drift.inputs:
+                m.drift_nonfinite.set(name, v, inp, value=drift.nonfinite[inp])
+                m.drift_range.set(name, v, inp, value=drift.out_of_range[inp])

@@ -85,6 +85,10 @@ class Gauge(Counter):
         with self._lock:
             self._values.pop(labels, None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
 
 class Histogram(_Metric):
     kind = "histogram"
@@ -203,6 +207,34 @@ class RuntimeMetrics:
         self.load_failures = r.counter("edgectl_model_load_failures_total", "Failed loads / swaps.", ("model",))
         self.http_refused = r.counter(
             "edgectl_http_refused_total", "Requests refused before routing (auth, rate, size).", ("reason",)
+        )
+        self.drift_psi = r.gauge(
+            "edgectl_drift_psi",
+            "Population stability index of live outputs vs the manifest's reference (histogram or top-1 classes).",
+            ("model", "version", "output", "kind"),
+        )
+        self.drift_shift = r.gauge(
+            "edgectl_drift_mean_shift",
+            "Standardised mean shift of a live input channel: (live mean - reference mean) / reference std.",
+            ("model", "version", "input", "channel"),
+        )
+        self.drift_shift_max = r.gauge(
+            "edgectl_drift_mean_shift_max",
+            "Largest absolute standardised mean shift over channels.",
+            ("model", "version", "input"),
+        )
+        self.drift_rows = r.gauge(
+            "edgectl_drift_window_rows", "Rows in the rolling drift window.", ("model", "version")
+        )
+        self.drift_nonfinite = r.gauge(
+            "edgectl_drift_nonfinite_values",
+            "NaN/Inf input values seen by the served version.",
+            ("model", "version", "input"),
+        )
+        self.drift_range = r.gauge(
+            "edgectl_drift_out_of_range_values",
+            "Input values outside the reference [min, max].",
+            ("model", "version", "input"),
         )
         self.rss = r.gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
         self.cpu = r.gauge("process_cpu_seconds_total", "User and system CPU time in seconds.")

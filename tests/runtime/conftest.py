@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from edgectl.runtime.store import ModelStore
-from runtime_helpers import Daemon, make_bundle
+from runtime_helpers import REFERENCE, Daemon, make_bundle
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """digits v1 (scale 1), v2 (scale 2), v3 (golden outputs that this runtime does not reproduce), an image model."""
     root = tmp_path_factory.mktemp("bundles")
     return {
-        "v1": make_bundle(root, version=1, scale=1.0),
+        "v1": make_bundle(root, version=1, scale=1.0, reference_stats=REFERENCE),
         "v2": make_bundle(root, version=2, scale=2.0),
         "bad": make_bundle(root, version=3, corrupt_golden=True),
         "image": make_bundle(

@@ -18,6 +18,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgectl.bundle import Artifact, Manifest, TensorSpec, pack_bundle, save_golden, write_manifest
 
+#: Drift baseline of digits v1: standard-normal inputs, outputs spread evenly over [0, 1], classes balanced.
+REFERENCE = {
+    "inputs": {"x": {"channel_axis": 1, "mean": [0.0] * 4, "std": [1.0] * 4, "min": -4.0, "max": 4.0, "count": 1000}},
+    "outputs": {
+        "y": {
+            "mean": 0.333,
+            "std": 0.2,
+            "histogram": {"edges": [0.0, 0.25, 0.5, 0.75, 1.0], "counts": [250, 250, 250, 250]},
+            "top1_distribution": [1 / 3, 1 / 3, 1 / 3],
+        }
+    },
+}
+
 
 def linear_model(path: Path, *, features: int = 4, classes: int = 3, scale: float = 1.0, batch: bool = True) -> Path:
     """y = softmax(x @ W * scale + b); W and b are fixed, so each scale gives a distinct, known model."""

@@ -223,3 +223,23 @@ def test_hot_swap_under_load_fails_no_request_and_a_bad_version_keeps_the_old_on
     assert versions_seen == {"1", "2"}
     assert "differs from the golden outputs" in reason
     assert os.path.isdir(store.root / "digits" / "1")
+
+
+def test_drift_scores_appear_in_metrics(daemon: Daemon) -> None:
+    def gauges() -> dict[str, float]:
+        text = httpx.get(daemon.url + "/metrics").text
+        return {
+            ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+            for ln in text.splitlines()
+            if ln.startswith("edgectl_drift")
+        }
+
+    out_of_range = 'edgectl_drift_out_of_range_values{model="digits",version="1",input="x"}'
+    before = gauges().get(out_of_range, 0.0)
+    far = np.array([[50.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    assert httpx.post(daemon.url + "/v2/models/digits/infer", json=infer_json(far)).status_code == 200
+    after = gauges()
+    assert after[out_of_range] == before + 1
+    assert after['edgectl_drift_window_rows{model="digits",version="1"}'] >= 1
+    assert 'edgectl_drift_psi{model="digits",version="1",output="y",kind="top1"}' in after
+    assert after['edgectl_drift_mean_shift_max{model="digits",version="1",input="x"}'] > 0
