@@ -44,6 +44,7 @@ class CalibrationMethod(StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+    DISTRIBUTION = "distribution"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +208,62 @@ def _coerce(key: str, value: Any) -> Any:
             raise ConfigError(f"Invalid {key.replace('_', '-')} {value!r}; it must be true or false.")
         return value
     return value
+
+
+#: ConvertConfig field -> how to read it from a profile.
+_CONFIG_FIELDS: dict[str, str] = {
+    "precisions": "precision",
+    "formats": "artifacts",
+    "calibrate_method": "calibration",
+    "per_channel": "per_channel",
+    "activation_type": "activation_type",
+    "weight_type": "weight_type",
+    "opset": "opset",
+    "latency_threads": "threads",
+}
+
+
+def config_defaults(profile: DeviceProfile, *, source: str | None = None) -> dict[str, Any]:
+    """The profile as ConvertConfig values (what ``--target`` fills in when no flag or recipe key sets it).
+
+    ``source``: an ONNX input cannot be exported to TFLite, so its artifacts are ONNX only.
+    """
+    precision = {Precision.INT8: "int8", Precision.FP16: "fp16", Precision.FP32: "fp32"}[profile.precision]
+    if profile.quant_scheme is QuantScheme.DYNAMIC and profile.precision is Precision.INT8:
+        precision = "int8-dynamic"
+    formats = tuple(profile.artifacts)
+    if source is not None and str(source).lower().endswith(".onnx"):
+        formats = ("onnx",)
+    return {
+        "precisions": (precision,),
+        "formats": formats,
+        "calibrate_method": str(profile.calibration),
+        "per_channel": profile.per_channel,
+        "activation_type": profile.activation_type,
+        "weight_type": profile.weight_type,
+        "opset": profile.opset,
+        "latency_threads": profile.threads,
+    }
+
+
+def target_record(config: Any) -> dict[str, Any]:
+    """``manifest.target`` for a conversion: the profile name, its description, the values the conversion really
+    used for each profile setting, and which of them differ from the profile (explicit overrides).
+    An empty dict when no ``--target`` was given."""
+    name = getattr(config, "target", None)
+    if not name:
+        return {}
+    profile = get_profile(name)
+    defaults = config_defaults(profile, source=getattr(config, "source", None))
+    used = {key: getattr(config, key) for key in _CONFIG_FIELDS}
+    overridden = sorted(key for key, value in used.items() if value != defaults[key])
+    return {
+        "profile": profile.name,
+        "description": profile.description,
+        "execution_provider": profile.execution_provider,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in used.items()},
+        "overridden": overridden,
+    }
 
 
 def profile_table_markdown() -> str:
