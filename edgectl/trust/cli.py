@@ -52,11 +52,23 @@ def keys() -> None:
 @click.option("--root-keys-dir", type=click.Path(path_type=Path), help=_ROOT_KEYS_HELP)
 @click.option("--threshold", "thresholds", multiple=True, metavar="ROLE=K/N", help="e.g. root=2/3 (repeatable).")
 @click.option("--expires", "expiries", multiple=True, metavar="ROLE=DUR", help="e.g. timestamp=12h (repeatable).")
+@click.option(
+    "--hash-bins",
+    type=click.Choice(["0", "16", "256", "4096"]),
+    default="0",
+    show_default=True,
+    help="Spread targets over this many hash-bin roles (for repositories of thousands of bundles).",
+)
 def keys_init(
-    repo_dir: Path, root_keys_dir: Path | None, thresholds: tuple[str, ...], expiries: tuple[str, ...]
+    repo_dir: Path,
+    root_keys_dir: Path | None,
+    thresholds: tuple[str, ...],
+    expiries: tuple[str, ...],
+    hash_bins: str,
 ) -> None:
     """Generate root, targets, snapshot, timestamp and director keys and publish version 1 of the metadata."""
-    settings = RepoSettings().with_thresholds(_parse_thresholds(thresholds)).with_expiries(_parse_expiries(expiries))
+    settings = RepoSettings(hash_bins=int(hash_bins))
+    settings = settings.with_thresholds(_parse_thresholds(thresholds)).with_expiries(_parse_expiries(expiries))
     repo = ModelRepository.create(repo_dir, settings=settings, root_keys_dir=root_keys_dir)
     _print_status(repo, warn_within=None)
     click.echo(f"created repository {repo_dir}: publish {repo.layout.metadata} and {repo.layout.targets}")

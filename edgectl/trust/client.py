@@ -48,7 +48,7 @@ from edgectl.log import get_logger
 from edgectl.trust.director import DesiredState, verify_instruction
 from edgectl.trust.errormap import map_metadata_error, map_target_error
 from edgectl.trust.fetchers import METADATA_URL, TARGETS_URL, GuardedFetcher
-from edgectl.trust.settings import utcnow
+from edgectl.trust.settings import DIRECTOR, utcnow
 from edgectl.trust.state import StateFile, TrustState
 from edgectl.trust.targetmeta import DeviceCapabilities, TargetMeta
 
@@ -199,9 +199,20 @@ class ModelUpdater:
         return info
 
     def latest_target(self, model: str) -> str | None:
-        """The signed target path of ``model``'s highest version (after :meth:`refresh`), or None."""
+        """The signed target path of ``model``'s highest version (after :meth:`refresh`), or None.
+
+        Raises :class:`ConfigError` for a repository with hash-bin delegation: its bundles are spread over bins that
+        the device fetches only by target path, so ask for a path (or follow a director instruction) instead.
+        """
+        targets = self.trusted_targets()
+        delegations = targets.delegations
+        if delegations is not None and delegations.roles is not None and set(delegations.roles) - {DIRECTOR}:
+            raise ConfigError(
+                "This repository spreads its targets over hash bins; the device looks bundles up by target path.",
+                hint="Pass the target path, or follow the director's instruction.",
+            )
         best: tuple[int, str] | None = None
-        for path, info in self.trusted_targets().targets.items():
+        for path, info in targets.targets.items():
             with contextlib.suppress(UnsignedTarget):
                 meta = TargetMeta.from_custom(info.custom, target_path=path)
                 if meta.model == model and (best is None or meta.version > best[0]):

@@ -20,10 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from securesystemslib.signer import Signer
+from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import (
-    DelegatedRole,
-    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -36,7 +34,8 @@ from tuf.api.metadata import (
 from edgectl.errors import InputFileError, OutputExistsError
 from edgectl.fsutil import atomic_write_bytes, fsync_dir
 from edgectl.log import get_logger
-from edgectl.trust.keys import KeyPair, generate_key, load_signers, save_key
+from edgectl.trust.delegations import BIN_PREFIX, bin_for, bin_roles, build_delegations, director_keys
+from edgectl.trust.keys import generate_key, load_signers, save_key
 from edgectl.trust.settings import (
     DIRECTOR,
     TOP_LEVEL_ROLES,
@@ -118,18 +117,40 @@ class ModelRepository:
         repo = cls(layout.root, root_keys_dir=root_dir, clock=clock)
         repo._write_root(Metadata(root), [p.signer for p in pairs["root"]], bump=False)
         targets = Targets()
-        targets.delegations = repo._director_delegation(pairs[DIRECTOR])
+        targets.delegations = build_delegations(
+            director_keys={p.keyid: p.public for p in pairs[DIRECTOR]},
+            director_threshold=settings.role(DIRECTOR).threshold,
+            bin_keys={p.keyid: p.public for p in pairs["targets"]},
+            bin_threshold=settings.role("targets").threshold,
+            bins=settings.hash_bins,
+        )
         repo._write_targets(Metadata(targets), bump=False)
+        for name in repo._bins():
+            repo._write_targets(Metadata(Targets()), role=name, bump=False)
         repo._write_snapshot(new=True)
         repo._write_timestamp(new=True)
         log.info("created repository %s", layout.root)
         return repo
 
-    def _director_delegation(self, pairs: Sequence[KeyPair]) -> Delegations:
-        # A delegated role with an empty path list: it can vouch for no target file, only for instructions.
-        spec = self.settings.role(DIRECTOR)
-        role = DelegatedRole(DIRECTOR, [p.keyid for p in pairs], spec.threshold, True, paths=[])
-        return Delegations(keys={p.keyid: p.public for p in pairs}, roles={DIRECTOR: role})
+    def _bins(self) -> list[str]:
+        """The hash-bin role names (empty without hash-bin delegation)."""
+        return [name for name, _ in bin_roles(self.settings.hash_bins)] if self.settings.hash_bins else []
+
+    def _role_of(self, target_path: str) -> str:
+        """The targets role that signs ``target_path``: its hash bin, or targets itself."""
+        return bin_for(target_path, self.settings.hash_bins) if self.settings.hash_bins else "targets"
+
+    def _redelegate(self, targets: Targets, root: Root, director: tuple[dict[str, Key], int] | None = None) -> None:
+        """Rebuild the delegations: the given (or current) director keys; bins signed by root's targets keys."""
+        director_map, director_threshold = director if director is not None else director_keys(targets)
+        entry = root.roles["targets"]
+        targets.delegations = build_delegations(
+            director_keys=director_map,
+            director_threshold=director_threshold,
+            bin_keys={k: root.keys[k] for k in entry.keyids},
+            bin_threshold=entry.threshold,
+            bins=self.settings.hash_bins,
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -147,7 +168,12 @@ class ModelRepository:
         return cast(Root, self._read("root").signed)
 
     def targets(self) -> Targets:
+        """The top-level targets metadata (with hash bins, the bundles are in the bin roles: see target_info)."""
         return cast(Targets, self._read("targets").signed)
+
+    def target_info(self, target_path: str) -> TargetFile | None:
+        """The signed info of ``target_path`` (from its hash bin, if bins are used), or None."""
+        return cast(Targets, self._read(self._role_of(target_path)).signed).targets.get(target_path)
 
     def root_bytes(self) -> bytes:
         """The current root.json, as a device is bootstrapped with it."""
@@ -198,7 +224,8 @@ class ModelRepository:
     def _stamp(self, md: Metadata[Any], role: str, *, bump: bool = True) -> None:
         if bump:
             md.signed.version += 1
-        md.signed.expires = self._clock() + self.settings.role(role).expiry
+        spec_role = "targets" if role.startswith(BIN_PREFIX) else role
+        md.signed.expires = self._clock() + self.settings.role(spec_role).expiry
 
     def _sign_bytes(self, md: Metadata[Any], signers: Sequence[Signer]) -> bytes:
         md.signatures.clear()
@@ -220,15 +247,18 @@ class ModelRepository:
         atomic_write_bytes(self.layout.metadata / f"{role}.json", data)
         return data
 
-    def _write_targets(self, md: Metadata[Any], *, bump: bool = True) -> None:
-        self._write_versioned("targets", md, self._signers("targets", self.root()), bump=bump)
+    def _write_targets(self, md: Metadata[Any], *, role: str = "targets", bump: bool = True) -> None:
+        """Sign and publish targets.json or one hash bin (both are signed by the targets keys)."""
+        self._write_versioned(role, md, self._signers("targets", self.root()), bump=bump)
 
-    def _write_snapshot(self, *, new: bool = False) -> None:
+    def _write_snapshot(self, *, new: bool = False, changed: Sequence[str] = ("targets",)) -> None:
+        """Re-sign the snapshot with the current version, length and sha256 of each ``changed`` targets role."""
         md: Metadata[Any] = Metadata(Snapshot()) if new else self._read("snapshot")
-        targets_bytes = (self.layout.metadata / "targets.json").read_bytes()
-        targets_version = cast(Targets, Metadata.from_bytes(targets_bytes).signed).version
-        # Length and hashes of targets.json pin the exact file: a targets file from another snapshot cannot pass.
-        md.signed.meta["targets.json"] = MetaFile.from_data(targets_version, targets_bytes, _HASH_ALGOS)
+        for role in ("targets", *self._bins()) if new else changed:
+            data = (self.layout.metadata / f"{role}.json").read_bytes()
+            version = cast(Targets, Metadata.from_bytes(data).signed).version
+            # Length and hashes pin the exact file: a targets file from another snapshot cannot pass.
+            md.signed.meta[f"{role}.json"] = MetaFile.from_data(version, data, _HASH_ALGOS)
         self._write_versioned("snapshot", md, self._signers("snapshot", self.root()), bump=not new)
 
     def _write_timestamp(self, *, new: bool = False) -> None:
@@ -256,7 +286,8 @@ class ModelRepository:
         info.unrecognized_fields["custom"] = TargetMeta.from_manifest(
             manifest, manifest_sha256, allow_rollback=allow_rollback
         ).to_custom()
-        md = self._read("targets")
+        role = self._role_of(target_path)
+        md = self._read(role)
         existing = md.signed.targets.get(target_path)
         if existing is not None:
             if existing.hashes != info.hashes:
@@ -268,20 +299,25 @@ class ModelRepository:
                 return target_path, existing
         self._publish_target_file(tar_path, target_path, info)
         md.signed.targets[target_path] = info
-        self._write_targets(md)
-        self._write_snapshot()
+        self._write_targets(md, role=role)
+        self._write_snapshot(changed=[role])
         self._write_timestamp()
         log.info("signed target %s", target_path)
         return target_path, info
 
     def add_targets_bulk(self, items: Sequence[tuple[str, TargetFile, Path]]) -> None:
         """Sign many already-described targets in one targets version (used to grow large repositories)."""
-        md = self._read("targets")
+        self._preflight("targets", "snapshot", "timestamp")
+        by_role: dict[str, Metadata[Any]] = {}
         for target_path, info, src in items:
+            role = self._role_of(target_path)
+            if role not in by_role:
+                by_role[role] = self._read(role)
             self._publish_target_file(src, target_path, info)
-            md.signed.targets[target_path] = info
-        self._write_targets(md)
-        self._write_snapshot()
+            by_role[role].signed.targets[target_path] = info
+        for role, md in by_role.items():
+            self._write_targets(md, role=role)
+        self._write_snapshot(changed=list(by_role))
         self._write_timestamp()
 
     def _publish_target_file(self, src: Path, target_path: str, info: TargetFile) -> None:
@@ -316,8 +352,12 @@ class ModelRepository:
             window = within if within is not None else self.settings.role(role).expiry / 2
             if (force and role != "root") or expires - now <= window:
                 due.append(role)
+        bin_window = within if within is not None else self.settings.role("targets").expiry / 2
+        bins_due = [name for name in self._bins() if force or self._read(name).signed.expires - now <= bin_window]
         # Load every online signer first: a missing or insecure key must fail before anything is written.
-        self._preflight(*(r for r in due if r != "root"), *(("snapshot", "timestamp") if due else ()))
+        self._preflight(*(r for r in due if r != "root"), *(("targets",) if bins_due else ()))
+        if due or bins_due:
+            self._preflight("snapshot", "timestamp")
         done: list[str] = []
         if "root" in due:
             root_md = self._read("root")
@@ -328,11 +368,13 @@ class ModelRepository:
             else:
                 self._write_root(root_md, signers)
                 done.append("root")
-        if "targets" in due:
-            self._write_targets(self._read("targets"))
-            done.append("targets")
-        if done[-1:] == ["targets"] or "snapshot" in due:
-            self._write_snapshot()
+        changed = (["targets"] if "targets" in due else []) + bins_due
+        for role in changed:
+            self._write_targets(self._read(role), role=role)
+        done += ["targets"] if "targets" in due else []
+        done += [f"{len(bins_due)} hash bins"] if bins_due else []
+        if changed or "snapshot" in due:
+            self._write_snapshot(changed=changed)
             done.append("snapshot")
         if "snapshot" in done or "timestamp" in due:
             self._write_timestamp()
@@ -368,9 +410,14 @@ class ModelRepository:
         signers = old_root_signers + ([p.signer for p in new_pairs] if role == "root" else [])
         self._write_root(root_md, signers)
         if role == "targets":
-            self._write_targets(self._read("targets"))
-        if role in ("targets", "snapshot"):
-            self._write_snapshot()
+            md = self._read("targets")
+            self._redelegate(md.signed, root)  # the bins are signed by the targets keys: point them at the new ones
+            self._write_targets(md)
+            for name in self._bins():
+                self._write_targets(self._read(name), role=name)
+            self._write_snapshot(changed=["targets", *self._bins()])
+        if role == "snapshot":
+            self._write_snapshot(changed=[])
         if role != "root":
             self._write_timestamp()
         for keyid in old_ids:
@@ -387,7 +434,8 @@ class ModelRepository:
         key_dir = self.layout.online_key_dir(DIRECTOR)
         for pair in new_pairs:
             save_key(pair, key_dir)
-        targets.delegations = self._director_delegation(new_pairs)
+        threshold = self.settings.role(DIRECTOR).threshold
+        self._redelegate(targets, self.root(), director=({p.keyid: p.public for p in new_pairs}, threshold))
         self._write_targets(md)
         self._write_snapshot()
         self._write_timestamp()
@@ -425,10 +473,23 @@ class ModelRepository:
             key_dir = self.layout.online_key_dir(DIRECTOR)
             present = sum((key_dir / f"{k}.pem").is_file() for k in role_entry.keyids)
             rows.append(RoleStatus(DIRECTOR, None, None, role_entry.threshold, tuple(role_entry.keyids), present, None))
+        bins = self._bins()
+        if bins:
+            soonest = min(self._read(name).signed.expires for name in bins)
+            left = soonest - now
+            window = warn_within if warn_within is not None else self.settings.role("targets").expiry / 4
+            warning = None
+            if left <= window:
+                warning = f"a bin expires in {format_duration(left)}; run edgectl repo refresh"
+            entry = root.roles["targets"]
+            rows.append(
+                RoleStatus(f"{len(bins)} hash bins", None, soonest, entry.threshold, tuple(entry.keyids), 0, warning)
+            )
         return rows
 
     def target_count(self) -> int:
-        return len(self.targets().targets)
+        roles = self._bins() or ["targets"]
+        return sum(len(cast(Targets, self._read(role).signed).targets) for role in roles)
 
     def director_signers(self) -> list[Signer]:
         """The director's signers (online keys), for :func:`edgectl.trust.director.sign_instruction`."""

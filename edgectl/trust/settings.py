@@ -94,9 +94,15 @@ def _default_roles() -> dict[str, RoleSpec]:
 
 @dataclass(frozen=True, kw_only=True)
 class RepoSettings:
-    """Per-role signing rules. For the director, ``expiry`` is the default lifetime of an instruction."""
+    """Per-role signing rules. For the director, ``expiry`` is the default lifetime of an instruction.
+    ``hash_bins``: 0 (every target in targets.json) or 16 / 256 / 4096 hash-bin roles (see delegations.py)."""
 
     roles: dict[str, RoleSpec] = field(default_factory=_default_roles)
+    hash_bins: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hash_bins not in (0, 16, 256, 4096):
+            raise ConfigError(f"hash_bins must be 0, 16, 256 or 4096, got {self.hash_bins}.")
 
     def role(self, name: str) -> RoleSpec:
         try:
@@ -109,17 +115,18 @@ class RepoSettings:
         roles = dict(self.roles)
         for name, (threshold, keys) in specs.items():
             roles[name] = replace(self.role(name), threshold=threshold, keys=keys)
-        return RepoSettings(roles=roles)
+        return replace(self, roles=roles)
 
     def with_expiries(self, specs: dict[str, timedelta]) -> RepoSettings:
         roles = dict(self.roles)
         for name, expiry in specs.items():
             roles[name] = replace(self.role(name), expiry=expiry)
-        return RepoSettings(roles=roles)
+        return replace(self, roles=roles)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": "edgectl-repo/1",
+            "hash_bins": self.hash_bins,
             "roles": {
                 name: {"threshold": s.threshold, "keys": s.keys, "expiry_seconds": int(s.expiry.total_seconds())}
                 for name, s in self.roles.items()
@@ -140,7 +147,10 @@ class RepoSettings:
         missing = set(ALL_ROLES) - roles.keys()
         if missing:
             raise ConfigError(f"Repository settings lack roles {sorted(missing)}.")
-        return cls(roles=roles)
+        bins = data.get("hash_bins", 0)
+        if not isinstance(bins, int):
+            raise ConfigError(f"Malformed repository settings: hash_bins {bins!r}.")
+        return cls(roles=roles, hash_bins=bins)
 
 
 @dataclass(frozen=True)

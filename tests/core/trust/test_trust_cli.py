@@ -86,3 +86,13 @@ def test_insecure_key_file_is_reported_with_the_fix(repo_dir: Path) -> None:
     result = run("repo", "refresh", repo_dir, "--force")
     assert result.exit_code == 4
     assert f"chmod 600 {key}" in result.output and "Traceback" not in result.output
+
+
+def test_keys_init_with_hash_bins(tmp_path: Path) -> None:
+    repo = tmp_path / "big-repo"
+    assert run("keys", "init", "--repo", repo, "--hash-bins", "16").exit_code == 0
+    assert len(list((repo / "metadata").glob("1.bins-*.json"))) == 16
+    added = run("repo", "add", repo, make_bundle_tar(tmp_path, "digits", 1))
+    assert added.exit_code == 0 and "1 targets in the repository" in added.output
+    status = run("repo", "status", repo)
+    assert "16 hash bins" in status.output

@@ -122,7 +122,8 @@ class World:
         allow_rollback: bool = False,
     ) -> bytes:
         """A director instruction for a target the repository signed (signed with the director keys by default)."""
-        info = self.repo.targets().targets[target_path]
+        info = self.repo.target_info(target_path)
+        assert info is not None, target_path
         custom = info.custom["edgectl"]
         state = DesiredState(
             device_id=device_id,
@@ -182,7 +183,8 @@ class World:
 
     def served_target(self, target_path: str) -> str:
         """The network path of a signed target's (hash-prefixed) file."""
-        info = self.repo.targets().targets[target_path]
+        info = self.repo.target_info(target_path)
+        assert info is not None, target_path
         dirname, _, base = target_path.rpartition("/")
         return f"targets/{dirname}/{info.hashes['sha256']}.{base}"
 
