@@ -50,3 +50,12 @@ def test_bad_config_is_a_config_error(tmp_path: Path, toml: str, env: dict[str, 
     with pytest.raises(ConfigError) as info:
         load_serve_config(config_file=path, flags={}, environ=env)
     assert message in str(info.value)
+
+
+def test_shipped_pi_config_and_systemd_unit_are_valid() -> None:
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    cfg = load_serve_config(config_file=deploy / "serve.toml", flags={}, environ={})
+    assert cfg.host_port == ("127.0.0.1", 8080) and cfg.threads == 3 and cfg.api_keys is None
+    unit = (deploy / "edgectl-serve.service").read_text()
+    assert "ExecStart=/opt/edgectl/venv/bin/edgectl serve --config /etc/edgectl/serve.toml" in unit
+    assert "[Install]" in unit and "KillSignal=SIGTERM" in unit
