@@ -115,10 +115,22 @@ def traceable_module(loaded: LoadedModel, example: dict[str, np.ndarray], names:
         args = tuple(torch.from_numpy(example[name]) for name in names)
         with quiet_torch_export():
             try:
-                return TS2EPConverter(loaded.module, args).convert().module()
+                return inference_module(TS2EPConverter(loaded.module, args).convert().module())
             except Exception as exc:
                 raise _translate_export_error(exc, loaded.kind) from exc
     return loaded.module
+
+
+def inference_module(module: Any) -> Any:
+    """Let ``eval()`` work on an ExportedProgram's module (torch replaces train/eval with stubs that raise).
+
+    The graph was captured for inference (batch-norm / dropout ops carry their mode), so the flags are all that
+    changes; later steps (TFLite export, pruning) call ``eval()`` on whatever module they get.
+    """
+    for name in ("train", "eval"):
+        if name in vars(module):
+            delattr(module, name)
+    return module.eval()
 
 
 def export_torch(

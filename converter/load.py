@@ -123,6 +123,8 @@ def _from_torchscript(path: Path) -> LoadedModel:
 
 
 def _from_export(path: Path) -> LoadedModel:
+    from .export_onnx import inference_module
+
     torch = _torch()
     try:
         with warnings.catch_warnings():
@@ -147,7 +149,7 @@ def _from_export(path: Path) -> LoadedModel:
         kind="export",
         default_name=sanitise_name(path.stem),
         source=_file_source(path, "torch.export", _torch_framework()),
-        module=program.module(),
+        module=inference_module(program.module()),
         program=program,
         declared_inputs=declared,
     )
