@@ -133,10 +133,6 @@ class Registry:
         self._metrics: list[_Metric] = []
         self.collectors: list[Callable[[], None]] = []
 
-    def add(self, metric: _Metric) -> _Metric:
-        self._metrics.append(metric)
-        return metric
-
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
         metric = Counter(name, help_text, labels)
         self._metrics.append(metric)

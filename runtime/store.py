@@ -161,23 +161,26 @@ class ModelStore:
                 check_name(manifest.name)
                 final = self.root / manifest.name / str(manifest.version)
                 if final.is_dir():
-                    if read_manifest(final).dumps() != manifest.dumps():
-                        raise StoreError(
-                            f"{manifest.name} version {manifest.version} is already installed with different "
-                            "content; a version number names one bundle forever.",
-                            hint="Publish the new build as a higher version.",
-                        )
-                    log.info("%s is already installed", manifest.bundle_dirname)
+                    self._check_same_bundle(final, manifest)
                 else:
                     load_version(unpacked, self.options).close()  # verify + golden check + warm-up run
                     self._move_into_place(unpacked, manifest, activate=activate)
                     log.info("installed %s", manifest.bundle_dirname)
-                    return manifest
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             if activate:
-                self._write_active(manifest.name, manifest.version)
+                self._write_active(manifest.name, manifest.version)  # a no-op when _move_into_place set it
             return manifest
+
+    @staticmethod
+    def _check_same_bundle(final: Path, manifest: Manifest) -> None:
+        if read_manifest(final).dumps() != manifest.dumps():
+            raise StoreError(
+                f"{manifest.name} version {manifest.version} is already installed with different content; "
+                "a version number names one bundle forever.",
+                hint="Publish the new build as a higher version.",
+            )
+        log.info("%s is already installed", manifest.bundle_dirname)
 
     def activate(self, name: str, version: int) -> None:
         """Make ``version`` the active version of ``name`` (after re-verifying its files)."""

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from edgectl.runtime.loader import load_version
 from edgectl.runtime.store import ModelStore
+from runtime_helpers import make_bundle
 
 from edgectl.cli import cli
 from edgectl.errors import BundleError, GoldenMismatchError, StoreError
@@ -130,3 +131,10 @@ def test_kill_9_during_install_leaves_a_consistent_store(tmp_path: Path, bundles
         load_version(store.version_path("digits", active), store.options).close()  # and it passes its checks
     with ModelStore(root).lock():  # the next writer clears what the killed one left
         assert list((root / ".staging").iterdir()) == []
+
+
+def test_a_version_number_names_one_bundle_forever(tmp_path: Path, store: ModelStore) -> None:
+    other = make_bundle(tmp_path / "other", version=1, scale=3.0)  # same name and version, different weights
+    with pytest.raises(StoreError, match="already installed with different content"):
+        store.install(other)
+    assert store.check() == [] and store.active_version("digits") == 1

@@ -243,3 +243,40 @@ def test_drift_scores_appear_in_metrics(daemon: Daemon) -> None:
     assert after['edgectl_drift_window_rows{model="digits",version="1"}'] >= 1
     assert 'edgectl_drift_psi{model="digits",version="1",output="y",kind="top1"}' in after
     assert after['edgectl_drift_mean_shift_max{model="digits",version="1",input="x"}'] > 0
+
+
+def test_overload_is_refused_at_once_and_repository_load_picks_up_a_new_version(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.install(bundles["v1"])
+    # Two requests in flight at most (queue 1 + batch 1); the store is polled rarely, so only the API swaps.
+    with Daemon(store.root, "--max-queue", "1", "--max-batch-size", "1", "--poll-interval-s", "3600") as d:
+        statuses: list[int] = []
+        retry_after: set[str] = set()
+        refusals: set[bool] = set()
+
+        def client() -> None:
+            with httpx.Client(base_url=d.url, timeout=10) as c:
+                for _ in range(15):
+                    r = c.post("/v2/models/digits/infer", json=infer_json(X))
+                    statuses.append(r.status_code)
+                    if r.status_code == 429:
+                        retry_after.add(r.headers["retry-after"])
+                        refusals.add("(the limit); retry shortly" in r.json()["error"])
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) == {200, 429} and retry_after == {"1"} and refusals == {True}
+
+        store.install(bundles["v2"])
+        assert httpx.get(d.url + "/v2/models/digits").json()["versions"] == ["1"]  # not polled yet
+        r = httpx.post(d.url + "/v2/repository/models/digits/load")
+        assert r.status_code == 200 and r.json()["version"] == "2"
+        out = httpx.post(d.url + "/v2/models/digits/infer", json=infer_json(X)).json()
+        np.testing.assert_allclose(
+            np.array(out["outputs"][0]["data"]).reshape(2, 3), reference(2.0, X), rtol=1e-5, atol=1e-6
+        )
