@@ -243,3 +243,17 @@ def test_interrupted_conversion_leaves_no_bundle(
             )
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_cli_run_leaves_nothing_behind(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgectl.converter import package
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the bundle is being written
+
+    monkeypatch.setattr(package, "write_manifest", interrupted)
+    result = run(models_dir / "mlp.pt", "--calibration", models_dir / "mlp.npz", "--out", tmp_path)
+    assert result.exit_code != 0 and "Aborted" in result.output
+    assert list(tmp_path.iterdir()) == []
