@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from benchmarks.common import digits_cnn, efficientnet_lite0, machine_info, photo_crops, write_json
@@ -143,6 +144,7 @@ def bench_model(
             "wall_s": round(edge.wall_s, 2),
             "cpu_s": round(edge.cpu_s, 2),
             "load_average_1min": [round(edge.load_before, 2), round(edge.load_after, 2)],
+            "torch_threads": torch.get_num_threads(),
             "step_s": {k: round(v, 2) for k, v in edge.step_s.items()},
             "quantization": edge.quantization,
             "report_rows": edge.report_rows,

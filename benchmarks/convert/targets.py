@@ -184,10 +184,12 @@ def cause(key: str, model: dict[str, Any], machine: dict[str, Any]) -> str:
             )
         else:
             finding = f"edgectl with per-tensor weights runs at {ablation_ms:.4g} ms, so per-channel is not the cause"
+        lows, highs = spread
+        overlap = max(lows) <= min(highs)
+        noise = " — they overlap, so the gap is within this run's noise" if overlap else ""
         return (
-            f"round p50 ranges: edgectl {spread[0][0]:.4g}–{spread[1][0]:.4g} ms, plain {spread[0][1]:.4g}–"
-            f"{spread[1][1]:.4g} ms; {finding}. edgectl {edge['quantization_summary']}; plain "
-            f"{plain['quantization_summary']}."
+            f"round p50 ranges: edgectl {lows[0]:.4g}–{highs[0]:.4g} ms, plain {lows[1]:.4g}–{highs[1]:.4g} ms"
+            f"{noise}; {finding}. edgectl {edge['quantization_summary']}; plain {plain['quantization_summary']}."
         )
     if kind == "convert_wall_s":
         edge_run = model["edgectl"]
@@ -200,7 +202,9 @@ def cause(key: str, model: dict[str, Any], machine: dict[str, Any]) -> str:
             else "the cores were not oversubscribed, so the time is the converter's own"
         )
         return (
-            f"time per step: {steps}. The call used {edge_run['cpu_s']:.1f} s of CPU in-process (memory-probe "
+            f"time per step: {steps} ('data' runs the original torch model over every validation input for the "
+            f"reference outputs; torch used {edge_run['torch_threads']} threads). The call used "
+            f"{edge_run['cpu_s']:.1f} s of CPU in-process (memory-probe "
             f"subprocesses not counted) against {edge_run['wall_s']:.1f} s wall; the 1-minute load average was "
             f"{before} before and {after} after on {cores} cores: {verdict}."
         )
