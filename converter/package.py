@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +70,23 @@ def write_reports(report: ConversionReport, out: Path) -> tuple[Path, Path]:
     return paths["report_json"], paths["report_md"]
 
 
+def fix_zip_times(path: Path) -> None:
+    """Rewrite a zip (``.npz``) with every entry dated 1980-01-01, so equal arrays give equal bytes.
+
+    numpy stamps each entry with the wall-clock time; without this, golden.npz (and so the manifest's file list)
+    would differ between two otherwise identical conversions.
+    """
+    with zipfile.ZipFile(path) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(tmp, "w") as dst:
+        for info, data in entries:
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
+            dst.writestr(fixed, data)
+    os.replace(tmp, path)
+
+
 def write_bundle(
     out: Path, manifest: Manifest, files: dict[str, Path], golden_writer: Callable[[Path], None], *, force: bool
 ) -> tuple[Path, Path]:
@@ -83,6 +101,7 @@ def write_bundle(
             shutil.copyfile(src, tmp / rel)
         if manifest.golden is not None:
             golden_writer(tmp / manifest.golden)
+            fix_zip_times(tmp / manifest.golden)
         write_manifest(tmp, manifest)
         if final.exists():
             if not force:  # someone else wrote it while we were converting
