@@ -39,10 +39,13 @@ from .package import (
     write_bundle,
     write_reports,
 )
+from .profiles import target_record
+from .prune_step import PruneStep
 from .quantize import CalibrationReader, QuantizationConfig, convert_fp16, quantize_onnx
 from .report import FAILED, FLAGGED, OK, ArtifactRow, ConversionReport
 from .signature import example_batch, peek_data, preprocessing_for, resolve_inputs
 from .stats import reference_stats
+from .tuning_step import TunedQuantizeStep, TuningReportStep
 from .types import ExportedArtifact
 from .validate import ArtifactMetrics, accuracy_of, run_session, top1, validate_artifact
 
@@ -263,7 +266,10 @@ class ExportStep:
         ctx.export_check_error = check_against_reference(
             ctx.fp32.path,
             ctx.example,
-            _reference_runner(ctx, loaded, [s.name for s in ctx.inputs])(ctx.example),
+            # After --prune the export is checked against the pruned module it was made from.
+            run_torch(ctx.module, ctx.example, [s.name for s in ctx.inputs])
+            if "prune" in ctx.step_records
+            else _reference_runner(ctx, loaded, [s.name for s in ctx.inputs])(ctx.example),
             ctx.output_names,
         )
         session = backend_for("onnx").load(ctx.fp32.path, SessionOptions())
@@ -293,7 +299,9 @@ class ExportStep:
                 input_names=[s.name for s in ctx.inputs],
                 output_names=list(ctx.output_names),
                 out_dir=tflite_dir,
-                options=TfliteOptions(),
+                options=TfliteOptions(
+                    calibration_samples=ctx.config.calibration_samples, per_channel=ctx.config.per_channel
+                ),
             )
         )
 
@@ -382,7 +390,8 @@ def build_report(ctx: ConversionContext) -> ConversionReport:
         drop = None if quality is None or reference_value is None else reference_value - quality
         shipped = artifact in ctx.artifacts
         status = OK
-        if shipped and drop is not None and cfg.max_accuracy_drop is not None and drop > cfg.max_accuracy_drop:
+        allowed = cfg.allowed_drop(reference_value)
+        if shipped and drop is not None and allowed is not None and drop > allowed:
             status = FAILED
         elif shipped and drop is not None and drop > cfg.warn_accuracy_drop:
             status = FLAGGED
@@ -421,7 +430,7 @@ def build_report(ctx: ConversionContext) -> ConversionReport:
         metric=metric,
         reference_quality=ctx.reference_quality if metric == "accuracy" else None,
         rows=rows,
-        max_accuracy_drop=cfg.max_accuracy_drop,
+        max_accuracy_drop=cfg.allowed_drop(reference_value),
         warn_accuracy_drop=cfg.warn_accuracy_drop,
         export_check_error=ctx.export_check_error,
         validation_samples=len(_need(ctx.validation)),
@@ -448,7 +457,7 @@ class GateStep:
         failed = [f"{r.path} (-{r.drop:.2f})" for r in report.rows if r.status == FAILED and r.drop is not None]
         raise AccuracyToleranceError(
             f"No bundle written: {', '.join(failed)} lost more than --max-accuracy-drop "
-            f"{ctx.config.max_accuracy_drop} {report.metric} points.",
+            f"{report.max_accuracy_drop} {report.metric} points.",
             report=report,
             hint=f"See {json_path}; try another --calibrate-method (minmax, percentile), more calibration data, "
             "or leave that precision out.",
@@ -536,7 +545,7 @@ class PackageStep:
                 "machine": {"processor": platform.processor() or platform.machine(), "system": platform.system()},
             },
             reference_stats=reference_stats(stats_inputs, ctx.inputs, ref_outputs, ctx.preprocessing),
-            target={"dynamic_batch": bool(ctx.inputs and ctx.inputs[0].shape[0] == -1)},
+            target={"dynamic_batch": bool(ctx.inputs and ctx.inputs[0].shape[0] == -1), **target_record(cfg)},
         )
 
 
@@ -583,7 +592,20 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([LoadStep(), DataStep(), ExportStep(), QuantizeStep(), ValidateStep(), GateStep(), PackageStep()])
+    prune = PruneStep()
+    return Pipeline(
+        [
+            LoadStep(),
+            DataStep(),
+            prune,
+            ExportStep(),
+            TunedQuantizeStep(),
+            ValidateStep(),
+            TuningReportStep(prune),
+            GateStep(),
+            PackageStep(),
+        ]
+    )
 
 
 @dataclass

@@ -64,7 +64,7 @@ class DeviceProfile:
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
     activation_type: str = "uint8"  # "uint8" | "int8"
     weight_type: str = "int8"
-    opset: int = 17
+    opset: int = 18
     threads: int = 4
     execution_provider: str = "cpu"  # what the runtime will use there: cpu | xnnpack | tensorrt
     artifacts: tuple[str, ...] = ("onnx",)

@@ -326,7 +326,12 @@ def _feeds_output(graph: Any, module: nn.Module) -> bool:
     if pruner is None:
         return True
     group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=[0])
-    return any(len(item.dep.target.outputs) == 0 for item in group)
+    # A node without consumers produces a model output; it changes only when its *output* channels are cut
+    # (a last Linear whose input features shrink still produces the same classes).
+    return any(
+        len(item.dep.target.outputs) == 0 and getattr(item.dep.handler, "__name__", "") != "prune_in_channels"
+        for item in group
+    )
 
 
 def _prune_magnitude(model: nn.Module, config: PruneConfig) -> tuple[dict[str, tuple[int, int]], list[str]]:

@@ -54,6 +54,8 @@ class ConversionReport:
     validation_samples: int
     warnings: list[str] = field(default_factory=list)
     memory_method: str = MEMORY_METHOD
+    #: Extra markdown sections from optional steps (pruning before/after, the accuracy-tuning candidates).
+    sections: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -102,6 +104,8 @@ class ConversionReport:
             f"Latency: batch 1, {self._threads()} thread(s), on the converting machine.",
             f"Memory: {self.memory_method}.",
         ]
+        for section in self.sections:
+            lines += ["", section.rstrip("\n")]
         if self.warnings:
             lines += ["", "## Warnings", "", *[f"- **{w}**" for w in self.warnings]]
         return "\n".join(lines) + "\n"
@@ -133,6 +137,11 @@ class ConversionReport:
             )
         console.print(table)
         console.print("speed and size are ratios to the fp32 ONNX file (lower is better); latency at batch 1.")
+        if self.sections:
+            from rich.markdown import Markdown
+
+            for section in self.sections:
+                console.print(Markdown(section))
         for warning in self.warnings:
             console.print(f"[bold red]WARNING:[/] {warning}")
 

@@ -1,0 +1,131 @@
+"""``edgectl convert`` with --prune / --finetune / --max-accuracy-drop / --target, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edgectl.bundle import verify_bundle
+from edgectl.cli import cli
+
+FAST = ["--latency-runs", "2", "--no-measure-memory"]
+FACTORY = "converter_tiny_models:build_cnn"
+
+
+def run(*args: str | Path) -> Result:
+    result = CliRunner().invoke(cli, ["convert", *map(str, args), *FAST])
+    assert "Traceback" not in result.output
+    return result
+
+
+def error_line(result: Result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prune", "channels:1.5"], "strictly between 0 and 1"),
+        (["--prune", "channels:0"], "strictly between 0 and 1"),
+        (["--prune", "shrink:0.3"], "Unknown pruning method 'shrink'"),
+        (["--prune", "channels:0.3", "--prune-exclude", "clasifier"], "'clasifier' that the model does not have"),
+        (["--prune-exclude", "fc"], "need --prune"),
+        (["--prune", "magnitude:0.3", "--finetune", "pkg:fn"], "channel pruning only"),
+        (["--target", "rpi3"], "Unknown target 'rpi3'"),
+        (["--max-accuracy-drop", "1%"], "Invalid --max-accuracy-drop '1%'"),
+        (["--prune", "channels:0.3", "--finetune", "edgectl_no_such_pkg:finetune"], "Cannot import module"),
+    ],
+)
+def test_bad_combinations_exit_2_with_one_line(models_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--out", tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert message in error_line(result)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_pruning_an_onnx_input_is_refused(models_dir: Path, tmp_path: Path) -> None:
+    result = run(models_dir / "cnn.onnx", "--calibration", models_dir / "calib_image.npz", "--prune", "channels:0.3",
+                 "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 2
+    assert "--prune needs the PyTorch model" in error_line(result)
+
+
+def test_channel_pruning_with_distillation_and_a_target_profile(models_dir: Path, tmp_path: Path) -> None:
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--prune", "channels:0.5", "--finetune-steps",
+                 "30", "--target", "x86-avx512", "--precision", "fp32", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = verify_bundle(tmp_path / "build_cnn-1")
+    steps = manifest.converter["steps"]["prune"]
+    assert steps["after"]["params"] < 0.5 * steps["before"]["params"]
+    assert steps["after"]["macs"] < 0.5 * steps["before"]["macs"]
+    assert steps["recovery"]["method"] == "distillation" and steps["recovery"]["steps"] == 30
+    assert steps["protected"] == ["fc"]  # the classes are model outputs
+    assert steps["onnx_bytes"]["after"] < steps["onnx_bytes"]["before"]
+    # The profile filled what no flag set; the explicit --precision fp32 is recorded as an override.
+    assert manifest.target["profile"] == "x86-avx512"
+    assert manifest.target["settings"]["latency_threads"] == 4
+    assert manifest.target["overridden"] == ["precisions"]
+    assert [a.precision for a in manifest.artifacts] == ["fp32"]
+    report = (tmp_path / "build_cnn-1.report.md").read_text()
+    assert "## Pruning: channels 0.5" in report and "unpruned.fp32.onnx" in report
+
+
+def test_user_finetune_callable_is_used(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_recovery.py").write_text(
+        "import json\n"
+        "def finetune(model, data):\n"
+        "    with open(__file__ + '.json', 'w') as fh:\n"
+        "        json.dump({'samples': len(data), 'teacher': data.teacher is not None}, fh)\n"
+        "    return model\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_recovery", raising=False)
+    out = tmp_path / "out"
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--prune", "channels:0.3",
+                 "--finetune", "my_recovery:finetune", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "my_recovery.py.json").read_text()) == {"samples": 48, "teacher": True}
+    manifest = verify_bundle(out / "build_cnn-1")
+    assert manifest.converter["steps"]["prune"]["recovery"]["callable"] == "my_recovery:finetune"
+
+
+def test_magnitude_pruning_reports_compressed_size(models_dir: Path, tmp_path: Path) -> None:
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--prune", "magnitude:0.6", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    steps = verify_bundle(tmp_path / "build_cnn-1").converter["steps"]["prune"]
+    assert steps["after"]["params"] == steps["before"]["params"]
+    assert steps["after"]["nonzero_params"] < 0.6 * steps["before"]["nonzero_params"]
+    assert steps["after"]["gzip_bytes"] < steps["before"]["gzip_bytes"]
+    assert "not the latency" in (tmp_path / "build_cnn-1.report.md").read_text()
+
+
+def test_max_accuracy_drop_tunes_int8_and_records_the_candidates(models_dir: Path, tmp_path: Path) -> None:
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--labels", models_dir / "labels.npy",
+                 "--precision", "int8", "--max-accuracy-drop", "5%rel", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = verify_bundle(tmp_path / "build_cnn-1")
+    tuning = manifest.converter["steps"]["tuning"]
+    assert tuning["tolerance"] == "5%rel"
+    assert tuning["chosen"]["meets_tolerance"] and tuning["candidates"][0]["stage"] == "reference"
+    (int8,) = manifest.artifacts
+    assert int8.quantization["tuning"]["chosen"] == tuning["chosen"]["label"]
+    assert int8.metrics["drop"] <= tuning["allowed_drop"] + 1e-6
+    assert "## Accuracy-aware int8" in (tmp_path / "build_cnn-1.report.md").read_text()
+
+
+def test_an_impossible_tolerance_exits_3_with_the_candidate_table(models_dir: Path, tmp_path: Path) -> None:
+    # Pruning 90% of the channels without recovery loses far more than 0.1 points: the fp32 model already misses,
+    # so no int8 candidate can meet the tolerance.
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--labels", models_dir / "labels.npy",
+                 "--prune", "channels:0.9", "--finetune", "none", "--precision", "int8", "--max-accuracy-drop", "0.1",
+                 "--max-float-layers", "1", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "No int8 candidate keeps the accuracy drop within 0.1pt" in result.output
+    assert "| default |" in result.output
+    assert not (tmp_path / "build_cnn-1").exists()
