@@ -68,7 +68,7 @@ class TfliteOptions:
         },
     )
     calibration_samples: int = field(
-        default=128, metadata={"help": "Use at most this many calibration rows for static int8."}
+        default=256, metadata={"help": "Use at most this many calibration rows for static int8."}
     )
     per_channel: bool = field(
         default=True, metadata={"help": "Quantize weights per output channel (per tensor when False)."}

@@ -16,7 +16,9 @@ QUANTIZE op follows the float input and a DEQUANTIZE op precedes the float outpu
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,8 @@ def quantize(
             algorithm="min_max_uniform_quantize",
             io="int8" if options.int8_io else "float32",
         )
-    with _quiet_third_party():
+    # The quantizer draws its own tqdm bar on stderr; the CLI shows progress itself.
+    with _quiet_third_party(), contextlib.redirect_stderr(io.StringIO()):
         q = quantizer_mod.Quantizer(str(fp32_path), rm.get_quantization_recipe())
         calibration_result = None
         if static:
