@@ -54,17 +54,24 @@ class PruneConfig:
         ratio: fraction of channels / weights removed from every prunable layer, in (0, 1).
         layer_ratios: per-module overrides, module name -> ratio (applies to the module and its children).
         exclude: module names protected from pruning (with their children).
+        round_to: channel pruning keeps a multiple of this many channels per layer (``None``: exact ratios).
+            onnxruntime's fast convolution kernels work on blocks of 8 channels: on the digits CNN, 30% pruning
+            to 11/22/44 channels ran 1.6x *slower* than the unpruned model at batch 64, rounded to 8/16/40 it ran
+            0.58x. So rounding is the default.
     """
 
     method: PruneMethod
     ratio: float
     layer_ratios: dict[str, float] = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
+    round_to: int | None = 8
 
     def __post_init__(self) -> None:
         _check_ratio(self.ratio, "the pruning ratio")
         for name, value in self.layer_ratios.items():
             _check_ratio(value, f"the pruning ratio of layer '{name}'")
+        if self.round_to is not None and self.round_to < 1:
+            raise ConfigError(f"round_to must be a positive channel count or None, got {self.round_to}.")
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -72,6 +79,7 @@ class PruneConfig:
             "ratio": self.ratio,
             "layer_ratios": dict(self.layer_ratios),
             "exclude": list(self.exclude),
+            "round_to": self.round_to,
         }
 
 
@@ -312,6 +320,7 @@ def _prune_channels(
         pruning_ratio=config.ratio,
         pruning_ratio_dict=ratio_dict or None,
         ignored_layers=ignored,
+        round_to=config.round_to,
         # Keep at least one channel per layer: a layer with zero channels cannot be exported.
         max_pruning_ratio=0.95,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from edgectl.converter.prune import PruneConfig, PruneMethod, model_stats, parse_prune_spec, prune_model
@@ -91,12 +93,23 @@ def test_channel_pruning_shrinks_a_dense_model_and_keeps_it_runnable(model: nn.M
 
 
 def test_protected_and_per_layer_ratios_are_respected(model: nn.Module) -> None:
-    cfg = parse_prune_spec("channels:0.5,branch_a=0.25", exclude=("head",))
+    cfg = dataclasses.replace(parse_prune_spec("channels:0.5,branch_a=0.25", exclude=("head",)), round_to=None)
     result = prune_model(model, EXAMPLE, cfg)
     assert result.model.head.out_channels == 24
     assert result.layers["head"] == (24, 24)
     assert result.model.branch_a.out_channels == 6
     assert result.model.branch_b.out_channels == 4
+
+
+def test_channel_counts_are_rounded_to_fast_kernel_blocks() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.Flatten(), nn.Linear(1024, 4))
+    exact = prune_model(model, torch.randn(2, 1, 8, 8), dataclasses.replace(parse_prune_spec("channels:0.3"),
+                                                                           round_to=None))  # fmt: skip
+    rounded = prune_model(model, torch.randn(2, 1, 8, 8), parse_prune_spec("channels:0.3"))
+    assert exact.layers["0"][1] % 8 != 0  # 32 * 0.7 = 22.4: not a block multiple
+    assert all(after % 8 == 0 for name, (_, after) in rounded.layers.items() if name != "4")
+    assert rounded.config.to_manifest()["round_to"] == 8
 
 
 def test_unknown_protected_layer_is_a_config_error(model: nn.Module) -> None:
