@@ -42,6 +42,13 @@ log = get_logger("edgectl.converter.tflite")
 TFLITE_PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 
 
+class CalibrationRange(StrEnum):
+    """How static int8 turns per-row activation ranges into one range per tensor."""
+
+    MINMAX = "minmax"  # the smallest min and largest max seen: no clipping of calibration data
+    MOVING_AVERAGE = "moving-average"  # the AI Edge Quantizer's default (0.95 smoothing): tighter, clips outliers
+
+
 class Int8Scheme(StrEnum):
     """What precision "int8" means for TFLite."""
 
@@ -70,6 +77,13 @@ class TfliteOptions:
     calibration_samples: int = field(
         default=256, metadata={"help": "Use at most this many calibration rows for static int8."}
     )
+    calibration_range: CalibrationRange = field(
+        default=CalibrationRange.MINMAX,
+        metadata={
+            "help": "Static int8 activation ranges: 'minmax' (never clip what calibration saw) or 'moving-average' "
+            "(the AI Edge Quantizer's default; narrower ranges, clips outliers)."
+        },
+    )
     per_channel: bool = field(
         default=True, metadata={"help": "Quantize weights per output channel (per tensor when False)."}
     )
@@ -84,14 +98,13 @@ class TfliteOptions:
     def __post_init__(self) -> None:
         if self.calibration_samples < 1:
             raise ConfigError(f"TFLite calibration_samples must be at least 1, got {self.calibration_samples}.")
-        if not isinstance(self.int8_scheme, Int8Scheme):
+        for name, kind in (("int8_scheme", Int8Scheme), ("calibration_range", CalibrationRange)):
+            value = getattr(self, name)
             try:
-                object.__setattr__(self, "int8_scheme", Int8Scheme(self.int8_scheme))
+                object.__setattr__(self, name, kind(value))
             except ValueError as exc:
-                raise ConfigError(
-                    f"Unknown TFLite int8 scheme {self.int8_scheme!r}; choose from "
-                    f"{', '.join(s.value for s in Int8Scheme)}."
-                ) from exc
+                choices = ", ".join(k.value for k in kind)
+                raise ConfigError(f"Unknown TFLite {name.replace('_', ' ')} {value!r}; choose from {choices}.") from exc
         if self.int8_io and self.int8_scheme is not Int8Scheme.STATIC:
             raise ConfigError(
                 "int8 input/output tensors need full-integer (static) int8; weight-only keeps float I/O.",

@@ -28,7 +28,7 @@ import numpy as np
 from edgectl.errors import CalibrationDataError, MissingDependencyError
 from edgectl.fsutil import atomic_write_bytes
 
-from .tflite import Int8Scheme, TfliteOptions, _quiet_third_party
+from .tflite import CalibrationRange, Int8Scheme, TfliteOptions, _quiet_third_party
 
 SIGNATURE = "serving_default"
 
@@ -105,13 +105,29 @@ def quantize(
         if static:
             rows = _calibration_rows(fp32_path, calibration, input_names, options.calibration_samples)
             params["calibration_samples"] = len(rows)
-            calibration_result = q.calibrate({SIGNATURE: rows})
+            params["calibration_range"] = options.calibration_range.value
+            calibration_result = _calibrate(fp32_path, rm, rows, options.calibration_range)
         result = q.quantize(calibration_result, enable_progress_report=False)
     path = Path(out_dir) / f"model.{precision}.tflite"
     atomic_write_bytes(path, bytes(result.quantized_model))
     if static and options.int8_io:
         params["io_quantization"] = _io_quantization(path)
     return path, params
+
+
+def _calibrate(fp32_path: Path, rm: Any, rows: list[dict[str, np.ndarray]], how: CalibrationRange) -> Any:
+    """Activation ranges for the recipe in ``rm``, merged across rows as ``how`` says.
+
+    ``Quantizer.calibrate`` always merges with a moving average; the quantizer's own ``Calibrator`` takes the
+    merge function, so min/max calibration uses it directly with the library's ``min_max_update``.
+    """
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
+    update = qsv_utils.min_max_update if how is CalibrationRange.MINMAX else qsv_utils.moving_average_update
+    calib = calibrator.Calibrator(fp32_path.read_bytes(), qsv_update_func=update)
+    calib.calibrate({SIGNATURE: rows}, rm)
+    return calib.get_model_qsvs()
 
 
 def _calibration_rows(

@@ -106,6 +106,7 @@ def test_quantized_files_are_smaller_and_record_their_parameters(exported: dict[
     assert size["model.int8.tflite"] < 0.6 * size["model.fp32.tflite"]  # tiny model: headers weigh in
     static = exported["model.int8.tflite"].quantization  # type: ignore[attr-defined]
     assert static["scheme"] == "static" and static["io"] == "float32" and static["calibration_samples"] == 12
+    assert static["calibration_range"] == "minmax"
     assert static["weights"]["granularity"] == "channelwise" and static["tool"] == "ai-edge-quantizer"
     assert exported["model.int8-dynamic.tflite"].quantization["scheme"] == "dynamic"  # type: ignore[attr-defined]
     assert exported["model.fp16.tflite"].quantization["weights"]["dtype"] == "float16"  # type: ignore[attr-defined]
