@@ -259,6 +259,7 @@ def _from_onnx(path: Path) -> LoadedModel:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0][:200]}.") from exc
+    _check_runnable(path)
     initializers = {i.name for i in model.graph.initializer}
     declared = []
     for inp in model.graph.input:
@@ -275,6 +276,21 @@ def _from_onnx(path: Path) -> LoadedModel:
         declared_inputs=declared,
         declared_outputs=[o.name for o in model.graph.output],
     )
+
+
+def _check_runnable(path: Path) -> None:
+    """Load the file once with the runtime's onnxruntime backend; name any operator it has no kernel for."""
+    from edgectl.runtime.backends import SessionOptions, backend_for
+
+    from .export_onnx import unsupported_from_ort
+
+    try:
+        backend_for("onnx").load(path, SessionOptions(threads=1)).close()
+    except ModelLoadError as exc:
+        unsupported = unsupported_from_ort(exc, path.name)
+        if unsupported is None:
+            raise
+        raise unsupported from exc
 
 
 def _opset(model: Any) -> int:

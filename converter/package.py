@@ -53,6 +53,8 @@ def output_paths(out: Path, name: str, version: int) -> dict[str, Path]:
 
 def check_free(out: Path, name: str, version: int, *, force: bool) -> None:
     """Refuse to overwrite an existing bundle of that name and version unless ``force``."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the bundle, its tar and the reports.")
     paths = output_paths(out, name, version)
     taken = [p for p in (paths["bundle"], paths["tar"]) if p.exists()]
     if taken and not force:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgectl.errors import CalibrationDataError, ConfigError, MissingDependencyError
+from edgectl.errors import CalibrationDataError, ConfigError, EdgectlError, MissingDependencyError
 
 from .export_onnx import onnx_ops
 from .types import ExportedArtifact
@@ -120,56 +120,23 @@ def quantize_onnx(
 ) -> ExportedArtifact:
     """Quantize ``fp32_path`` into ``out_path`` (int8, QDQ for static) and describe the result.
 
-    Raises :class:`CalibrationDataError` when static mode gets no calibration data.
+    Raises :class:`CalibrationDataError` when static mode gets no calibration data, and :class:`EdgectlError`
+    naming onnxruntime's complaint when its quantizer fails on the graph.
     """
-    q = _quant()
-    qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    with tempfile.TemporaryDirectory(prefix="edgectl-quant-") as tmp:
-        source = fp32_path
-        if config.preprocess:
-            source = Path(tmp) / "preprocessed.onnx"
-            q.shape_inference.quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
-        common = {
-            "op_types_to_quantize": None if config.op_types_to_quantize is None else list(config.op_types_to_quantize),
-            "per_channel": config.per_channel,
-            "reduce_range": config.reduce_range,
-            "weight_type": qtype[config.weight_type],
-            "nodes_to_exclude": list(config.nodes_to_exclude),
-        }
-        if config.mode == "dynamic":
-            q.quantize_dynamic(
-                str(source), str(out_path), **common, extra_options={"WeightSymmetric": config.symmetric_weights}
-            )
-        else:
-            if calibration_reader is None:
-                raise CalibrationDataError("Static int8 quantization needs calibration data (--calibration).")
-            calibration_reader.rewind()
-            method = {
-                "minmax": q.CalibrationMethod.MinMax,
-                "entropy": q.CalibrationMethod.Entropy,
-                "percentile": q.CalibrationMethod.Percentile,
-                "distribution": q.CalibrationMethod.Distribution,
-            }[config.calibrate_method]
-            extra = {
-                "WeightSymmetric": config.symmetric_weights,
-                "ActivationSymmetric": config.symmetric_activations,
-                "CalibPercentile": config.percentile,
-            }
-            # onnxruntime's calibrators warn (numpy RuntimeWarning) on constant tensors (ranges stay valid) and
-            # print their progress to stdout, which would garble the CLI's own progress bar.
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore", RuntimeWarning)
-                q.quantize_static(
-                    str(source),
-                    str(out_path),
-                    calibration_reader,
-                    quant_format=q.QuantFormat.QDQ,
-                    activation_type=qtype[config.activation_type],
-                    calibrate_method=method,
-                    extra_options=extra,
-                    **common,
-                )
+    if config.mode == "static" and calibration_reader is None:
+        raise CalibrationDataError("Static int8 quantization needs calibration data (--calibration).")
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgectl-quant-") as tmp:
+            _run_onnxruntime(fp32_path, out_path, Path(tmp), config, calibration_reader)
+    except EdgectlError:
+        raise
+    except Exception as exc:  # onnxruntime's quantizer raises untyped errors for graphs it cannot handle
+        first = " ".join(str(exc).split())[:300]
+        raise EdgectlError(
+            f"onnxruntime could not quantize {fp32_path.name} ({config.mode} int8): {type(exc).__name__}: {first}",
+            hint="Leave the failing part in float (--nodes-to-exclude, --quantize-op-types) or drop that precision.",
+        ) from exc
     opset, ops = onnx_ops(out_path)
     info = {
         **config.to_json(),
@@ -182,6 +149,57 @@ def quantize_onnx(
     return ExportedArtifact(
         path=out_path, format="onnx", precision="int8", quantization=info, opset=opset, required_ops=ops
     )
+
+
+def _run_onnxruntime(
+    fp32_path: Path, out_path: Path, tmp: Path, config: QuantizationConfig, reader: CalibrationReader | None
+) -> None:
+    q = _quant()
+    qtype = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}
+    source = fp32_path
+    if config.preprocess:
+        source = tmp / "preprocessed.onnx"
+        q.shape_inference.quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
+    common = {
+        "op_types_to_quantize": None if config.op_types_to_quantize is None else list(config.op_types_to_quantize),
+        "per_channel": config.per_channel,
+        "reduce_range": config.reduce_range,
+        "weight_type": qtype[config.weight_type],
+        "nodes_to_exclude": list(config.nodes_to_exclude),
+    }
+    if config.mode == "dynamic":
+        q.quantize_dynamic(
+            str(source), str(out_path), **common, extra_options={"WeightSymmetric": config.symmetric_weights}
+        )
+        return
+    if reader is None:
+        raise CalibrationDataError("Static int8 quantization needs calibration data (--calibration).")
+    reader.rewind()
+    method = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+        "distribution": q.CalibrationMethod.Distribution,
+    }[config.calibrate_method]
+    extra = {
+        "WeightSymmetric": config.symmetric_weights,
+        "ActivationSymmetric": config.symmetric_activations,
+        "CalibPercentile": config.percentile,
+    }
+    # onnxruntime's calibrators warn (numpy RuntimeWarning) on constant tensors (ranges stay valid) and
+    # print their progress to stdout, which would garble the CLI's own progress bar.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q.quantize_static(
+            str(source),
+            str(out_path),
+            reader,
+            quant_format=q.QuantFormat.QDQ,
+            activation_type=qtype[config.activation_type],
+            calibrate_method=method,
+            extra_options=extra,
+            **common,
+        )
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> ExportedArtifact:

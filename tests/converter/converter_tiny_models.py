@@ -33,6 +33,18 @@ class TinyMLP(nn.Module):
         return self.net(x)
 
 
+class OutlierFeature(nn.Module):
+    """A linear layer fed one huge constant feature beside the real ones (the activation-outlier pattern of large
+    transformers): per-tensor dynamic int8 spends its whole range on the outlier and loses the real features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(17, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([x, torch.full_like(x[:, :1], 1000.0)], dim=1))
+
+
 class Unsupported(nn.Module):
     """Uses an SVD, which has no ONNX translation."""
 
@@ -52,6 +64,14 @@ def build_cnn() -> TinyCNN:
 def build_mlp() -> TinyMLP:
     torch.manual_seed(1)
     return TinyMLP().eval()
+
+
+def build_outlier_feature() -> OutlierFeature:
+    torch.manual_seed(2)
+    model = OutlierFeature()
+    with torch.no_grad():
+        model.fc.weight[:, 16] = 1.0e-3  # the outlier adds the same small amount to every class
+    return model.eval()
 
 
 def build_unsupported() -> Unsupported:

@@ -175,15 +175,11 @@ def test_tflite_from_an_onnx_input_is_refused(models_dir: Path, tmp_path: Path) 
 
 def test_accuracy_tolerance_exits_3(models_dir: Path, tmp_path: Path) -> None:
     result = run(
-        models_dir / "cnn.pt",
+        "converter_tiny_models:build_outlier_feature",
         "--calibration",
-        models_dir / "calib.npz",
-        "--labels",
-        models_dir / "labels.npy",
+        models_dir / "mlp.npz",
         "--precision",
-        "int8",
-        "--calibrate-method",
-        "distribution",
+        "int8-dynamic",
         "--max-accuracy-drop",
         "0.5",
         "--out",
@@ -192,7 +188,7 @@ def test_accuracy_tolerance_exits_3(models_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert "No bundle written" in error_line(result)
     assert "FAILED" in result.output  # the report table is shown
-    assert not (tmp_path / "cnn-1").exists()
+    assert not (tmp_path / "build_outlier_feature-1").exists()
 
 
 def test_recipe_holds_the_options_and_flags_override_it(models_dir: Path, tmp_path: Path) -> None:
@@ -257,3 +253,35 @@ def test_interrupted_cli_run_leaves_nothing_behind(
     result = run(models_dir / "mlp.pt", "--calibration", models_dir / "mlp.npz", "--out", tmp_path)
     assert result.exit_code != 0 and "Aborted" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_operator_without_a_kernel_is_named(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    result = run(tmp_path / "custom.onnx", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "uses operator 'com.example:FancyOp', which onnxruntime cannot run" in error_line(result)
+
+
+def test_out_must_be_a_folder(models_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = run(models_dir / "mlp.pt", "--out", tmp_path / "file")
+    assert result.exit_code == 2
+    assert "is a file" in error_line(result)
+
+
+def test_file_that_is_not_torchscript(tmp_path: Path) -> None:
+    (tmp_path / "weights.pt").write_bytes(b"not a zip archive")
+    result = run(tmp_path / "weights.pt", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "is not a TorchScript archive" in error_line(result)
