@@ -106,7 +106,7 @@ class ConversionContext:
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
-            disable=self.console.quiet,
+            disable=self.console.quiet or not self.console.is_terminal,  # bars only where they redraw
         ) as bar:
             task = bar.add_task(description, total=total)
             yield lambda: bar.advance(task)
