@@ -162,3 +162,24 @@ def test_versions_increase_and_names_are_sanitised(models_dir: Path, tmp_path: P
 
     assert sanitise_name("My Model (v2)") == "my-model-v2"
     assert sanitise_name("__") == "model"
+
+
+def test_console_shows_progress_and_the_report_table(models_dir: Path, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=140)
+    convert(
+        fast(
+            source=str(models_dir / "mlp.pt"),
+            calibration=models_dir / "mlp.npz",
+            precisions=("fp32", "int8"),
+            out=tmp_path,
+        ),
+        console=console,
+    )
+    text = buffer.getvalue()
+    assert "calibrating (minmax)" in text and "validating" in text  # the progress bars
+    assert "int8.onnx" in text and "agree %" in text  # the table
