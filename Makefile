@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m edgectl.demo
+	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
