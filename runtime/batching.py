@@ -101,6 +101,8 @@ class ModelWorker:
         self._on_data = on_data
         # Set when the last batch held more than one request: under load it is worth waiting for company.
         self._loaded = False
+        # Requests the collecting worker still waits for (0: no worker is collecting a batch).
+        self._need = 0
         self._threads = [
             threading.Thread(target=self._loop, name=f"edgectl-{model.name}-{model.version}-{i}", daemon=True)
             for i in range(max(1, config.instances))
@@ -129,7 +131,10 @@ class ModelWorker:
                     retry_after_s=1,
                 )
             self._queue.append(job)
-            self._cond.notify()
+            # Wake a worker only when it can act: an idle one for the first request, a collecting one once its
+            # batch can be filled. Waking it for every arrival would hand the GIL back and forth per request.
+            if self._need == 0 or len(self._queue) >= self._need:
+                self._cond.notify()
         return job.future
 
     def close(self, *, timeout_s: float = 30.0) -> bool:
@@ -171,7 +176,11 @@ class ModelWorker:
                 remaining = deadline - time.perf_counter()
                 if not wait or remaining <= 0 or rows >= self.config.max_batch_size or self._closing:
                     break
-                self._cond.wait(remaining)
+                self._need = self.config.max_batch_size - rows
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._need = 0
             return batch
 
     def _loop(self) -> None:
@@ -216,3 +225,46 @@ class ModelWorker:
                 self._on_data(stacked, out)
         except Exception:  # an observer's bug must never stop the worker
             log.exception("batch observer failed for %s", self.model.name)
+
+
+def _rows_per_second(model: LoadedModel, rows: int, rng: np.random.Generator) -> float:
+    feed = {
+        t.name: rng.standard_normal([rows if i == 0 else d for i, d in enumerate(t.shape)]).astype(t.dtype)
+        for t in model.inputs
+    }
+    model.session.run(feed)  # the first run at a new size allocates; time the next ones
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        model.session.run(feed)
+        best = min(best, time.perf_counter() - start)
+    return rows / max(best, 1e-9)
+
+
+def tune_max_batch(model: LoadedModel, limit: int, *, gain: float = 1.1) -> int:
+    """The batch size worth stacking to on this device: the power of two up to ``limit`` with the most rows per
+    second, if it beats one row at a time by ``gain``; otherwise 1 (batching off).
+
+    On a CPU a large convolutional network is compute-bound: a batch costs as much per row as single runs, or more
+    (cache pressure), so stacking only adds queueing delay. A tiny model gains a lot. Doubling stops at the first
+    size that does clearly worse than the best so far, so a slow model pays for two or three extra runs at load.
+    """
+    if not model.batchable or limit <= 1:
+        return 1
+    if any(d < 0 for t in model.inputs for d in t.shape[1:]) or any(t.dtype == "bool" for t in model.inputs):
+        return limit  # no representative input to time with: trust the configured limit
+    rng = np.random.default_rng(0)
+    try:
+        single = best_rate = _rows_per_second(model, 1, rng)
+        best, size = 1, 2
+        while size <= limit:
+            rate = _rows_per_second(model, size, rng)
+            if rate > best_rate:
+                best, best_rate = size, rate
+            elif rate * gain < best_rate:
+                break
+            size = limit if size < limit < size * 2 else size * 2
+    except Exception as exc:  # e.g. integer inputs that random values push out of range
+        log.warning("cannot time batches of %s (%s); using max batch %d", model.name, exc, limit)
+        return limit
+    return best if best_rate >= single * gain else 1

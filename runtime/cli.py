@@ -32,6 +32,9 @@ STORE_OPTION = click.option(
 @click.option("--instances", type=int, help="Worker threads per model.")
 @click.option("--max-batch-size", type=int, help="Dynamic batching: rows per batch (1: off).")
 @click.option("--max-queue-delay-ms", type=float, help="Dynamic batching: longest wait for company.")
+@click.option(
+    "--batch-autotune/--no-batch-autotune", default=None, help="Measure at load which batch size pays off (default on)."
+)
 @click.option("--max-queue", type=int, help="Queued requests per model before 429.")
 @click.option("--max-body-bytes", type=int, help="Largest request body (413 above).")
 @click.option("--rate-limit", type=float, help="Requests per second per API key (0: off).")

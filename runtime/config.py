@@ -40,6 +40,8 @@ class ServeConfig:
     poll_interval_s: float = 1.0
     drain_timeout_s: float = 30.0
     drift_window: int = 1000
+    #: Measure at load which batch size (up to max_batch_size) pays off on this device; off: always max_batch_size.
+    batch_autotune: bool = True
     #: Backend memory arena: off by default, so a large batch's buffers go back to the OS afterwards.
     memory_arena: bool = False
     #: Spinning intra-op threads: off by default, so they do not take CPU from the HTTP loop between runs.

@@ -60,6 +60,7 @@ def serve(config: ServeConfig) -> None:
         poll_interval_s=config.poll_interval_s,
         drain_timeout_s=config.drain_timeout_s,
         drift_window=config.drift_window,
+        autotune_batch=config.batch_autotune,
     )
     limits = HttpLimits(
         max_body_bytes=config.max_body_bytes,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from edgectl.errors import EdgectlError, OverloadedError, RequestError, StoreErr
 from edgectl.log import get_logger
 
 from .backends import SessionOptions
-from .batching import BatchingConfig, BatchStats, ModelWorker, WorkerClosed
+from .batching import BatchingConfig, BatchStats, ModelWorker, WorkerClosed, tune_max_batch
 from .drift import DriftMonitor
 from .loader import LoadedModel, load_version
 from .metrics import RuntimeMetrics
@@ -71,6 +73,7 @@ class ModelManager:
         poll_interval_s: float = 1.0,
         drain_timeout_s: float = 30.0,
         drift_window: int = 1000,
+        autotune_batch: bool = True,
         on_loaded: Callable[[LoadedModel], None] | None = None,
     ) -> None:
         self.store = store
@@ -80,6 +83,7 @@ class ModelManager:
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
         self.drift_window = drift_window
+        self.autotune_batch = autotune_batch
         self.on_loaded = on_loaded
         self.models: dict[str, ServedModel] = {}
         self.started = False
@@ -150,7 +154,7 @@ class ModelManager:
                 served.state = ModelState.LOADING
             try:
                 path = self.store.version_path(name, version)
-                model = await asyncio.to_thread(load_version, path, self.options)
+                model, max_batch = await asyncio.to_thread(self._load_and_tune, path)
             except EdgectlError as exc:
                 self._fail(name, version, str(exc))
                 raise
@@ -160,7 +164,7 @@ class ModelManager:
             monitor = DriftMonitor.from_reference(model.manifest.reference_stats, window=self.drift_window)
             worker = ModelWorker(
                 model,
-                self.batching,
+                dataclasses.replace(self.batching, max_batch_size=max_batch),
                 on_batch=self._batch_observer(name, version),
                 on_data=monitor.observe if monitor is not None else None,
             )
@@ -171,12 +175,19 @@ class ModelManager:
             self.metrics.ready.set(name, str(version), value=1)
             if self.on_loaded is not None:
                 self.on_loaded(model)
-            log.warning("serving %s version %d (loaded in %.2fs)", name, version, model.load_seconds)
+            log.warning(
+                "serving %s version %d (loaded in %.2fs, max batch %d)", name, version, model.load_seconds, max_batch
+            )
         if old is not None:
             self.metrics.ready.remove(name, str(old.model.version))
             # In-flight requests finish on the old session; it closes once its queue is empty.
             asyncio.get_running_loop().run_in_executor(None, lambda: old.close(timeout_s=self.drain_timeout_s))
         return served
+
+    def _load_and_tune(self, path: Path) -> tuple[LoadedModel, int]:
+        model = load_version(path, self.options)
+        limit = self.batching.max_batch_size
+        return model, tune_max_batch(model, limit) if self.autotune_batch else limit
 
     async def unload(self, name: str, *, reason: str = "unloaded through the repository API") -> None:
         served = self.models.get(name)

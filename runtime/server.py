@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgectl import __version__
 from edgectl.errors import EdgectlError, OverloadedError, RequestError, TransientError
 
+from .batching import ModelWorker
 from .loader import LoadedModel
 from .manager import ModelManager
 from .metrics import RuntimeMetrics
@@ -89,7 +90,9 @@ def _status_for(exc: EdgectlError) -> int:
     return 503 if isinstance(exc, TransientError) else 400
 
 
-def _metadata(model: LoadedModel) -> dict[str, Any]:
+def _metadata(worker: ModelWorker) -> dict[str, Any]:
+    model = worker.model
+
     def tensors(specs: list[Any]) -> list[dict[str, Any]]:
         return [{"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)} for t in specs]
 
@@ -103,7 +106,7 @@ def _metadata(model: LoadedModel) -> dict[str, Any]:
             "artifact": model.artifact.path,
             "precision": model.artifact.precision,
             "preprocessing": model.manifest.preprocessing,
-            "max_batch_size": model.batchable,
+            "max_batch_size": worker.config.max_batch_size if model.batchable else 0,
         },
     }
 
@@ -198,7 +201,7 @@ def create_app(
     @app.get("/v2/models/{model}", tags=["models"])
     @app.get("/v2/models/{model}/versions/{version}", tags=["models"])
     async def model_metadata(model: str, version: str | None = None) -> dict[str, Any]:
-        return _metadata(manager.get(model, _version(version)).model)
+        return _metadata(manager.get(model, _version(version)))
 
     @app.get("/v2/models/{model}/ready", tags=["models"])
     @app.get("/v2/models/{model}/versions/{version}/ready", tags=["models"])

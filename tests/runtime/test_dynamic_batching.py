@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from edgectl.runtime.backends import SessionOptions
-from edgectl.runtime.batching import BatchingConfig, BatchStats, ModelWorker
+from edgectl.runtime.batching import BatchingConfig, BatchStats, ModelWorker, tune_max_batch
 from edgectl.runtime.loader import LoadedModel, load_version
 from edgectl.runtime.store import ModelStore
 from runtime_helpers import reference
@@ -83,3 +86,29 @@ def test_requests_of_different_shapes_are_not_stacked(tmp_path: Path, model: Loa
     worker.close()
     assert [r["y"].shape[0] for r in results] == [1, 2, 3]
     assert sum(b.rows for b in batches) == 6
+
+
+class _TimedSession:
+    """A stand-in session whose run time depends on the batch size as a given function (seconds)."""
+
+    backend = "fake"
+
+    def __init__(self, cost: Callable[[int], float]) -> None:
+        self.cost = cost
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(inputs.values())).shape[0]
+        time.sleep(self.cost(rows))
+        return {"y": np.zeros((rows, 3), np.float32)}
+
+    def close(self) -> None:
+        pass
+
+
+def test_batch_autotune_batches_when_it_pays_and_not_when_it_does_not(model: LoadedModel) -> None:
+    assert tune_max_batch(model, 16) >= 2  # the real tiny model: a batch costs about what one row costs
+    flat = dataclasses.replace(model, session=_TimedSession(lambda rows: 0.004))
+    assert tune_max_batch(flat, 8) == 8
+    # cost growing faster than the batch (a compute-bound network with cache pressure): batching never pays
+    steep = dataclasses.replace(model, session=_TimedSession(lambda rows: 0.003 * rows * rows))
+    assert tune_max_batch(steep, 8) == 1
