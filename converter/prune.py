@@ -20,6 +20,7 @@ model outputs (the classifier's classes) are always protected: removing them wou
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import io
 import logging
@@ -243,10 +244,17 @@ def prune_model(
     names = dict(model.named_modules())
     _check_names(config.exclude, names, "--prune-exclude")
     _check_names(tuple(config.layer_ratios), names, "--prune")
-    model = copy.deepcopy(model).eval()
+    original = model
+    model = copy.deepcopy(original).eval()
     before = model_stats(model, example_inputs)
     if config.method is PruneMethod.CHANNELS:
         layers, protected = _prune_channels(model, example_inputs, config)
+        if config.round_to is not None and all(b == a for b, a in layers.values()):
+            # Layers narrower than a few blocks cannot lose a whole block: prune them exactly instead of not at all.
+            log.info("rounding to %d channels left nothing to prune; pruning exact ratios", config.round_to)
+            config = dataclasses.replace(config, round_to=None)
+            model = copy.deepcopy(original).eval()
+            layers, protected = _prune_channels(model, example_inputs, config)
     else:
         layers, protected = _prune_magnitude(model, config)
     model.eval()

@@ -218,6 +218,18 @@ class _Search:
         self.report.candidates.append(self._candidate("reference", None, reference, fp32))
 
     def run(self) -> tuple[Path, TuningReport]:
+        reference = self.report.candidates[0]
+        if not reference.meets:
+            # Quantization does not give accuracy back: when the float model already misses, no search can help.
+            raise AccuracyToleranceError(
+                f"The fp32 model itself is {reference.drop:.2f} points below the baseline "
+                f"({reference.accuracy:.2f}% vs {self.report.baseline_accuracy:.2f}%), beyond the allowed "
+                f"{self.report.allowed_drop:.2f} points of --max-accuracy-drop {self.config.tolerance}; "
+                "no int8 candidate can do better.",
+                report=self.report,
+                hint="Prune less, give the recovery more steps or data (--finetune-steps, --finetune), "
+                "or allow a larger drop.",
+            )
         default = self.config.default
         stages: list[tuple[str, Callable[[], Sequence[QuantSettings]]]] = [
             ("default", lambda: [default]),

@@ -112,6 +112,15 @@ def test_channel_counts_are_rounded_to_fast_kernel_blocks() -> None:
     assert rounded.config.to_manifest()["round_to"] == 8
 
 
+def test_layers_too_narrow_for_rounding_are_pruned_exactly() -> None:
+    # 8-channel layers cannot lose a whole block of 8: rounding would prune nothing at all.
+    torch.manual_seed(0)
+    narrow = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(128, 4))
+    result = prune_model(narrow, torch.randn(2, 1, 8, 8), parse_prune_spec("channels:0.3"))
+    assert result.config.round_to is None
+    assert result.layers["0"][1] < 8 and result.layers["2"][1] < 8
+
+
 def test_unknown_protected_layer_is_a_config_error(model: nn.Module) -> None:
     with pytest.raises(ConfigError, match="'clasifier'"):
         prune_model(model, EXAMPLE, parse_prune_spec("channels:0.3", exclude=("clasifier",)))

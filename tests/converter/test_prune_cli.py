@@ -62,8 +62,10 @@ def test_channel_pruning_with_distillation_and_a_target_profile(models_dir: Path
     assert result.exit_code == 0, result.output
     manifest = verify_bundle(tmp_path / "build_cnn-1")
     steps = manifest.converter["steps"]["prune"]
-    assert steps["after"]["params"] < 0.5 * steps["before"]["params"]
-    assert steps["after"]["macs"] < 0.5 * steps["before"]["macs"]
+    assert steps["after"]["params"] < 0.6 * steps["before"]["params"]
+    # conv1 has 8 channels: a whole block, kept by the rounding; conv2 loses half of its 16.
+    assert steps["after"]["macs"] < 0.8 * steps["before"]["macs"]
+    assert steps["config"]["round_to"] == 8
     assert steps["recovery"]["method"] == "distillation" and steps["recovery"]["steps"] == 30
     assert steps["protected"] == ["fc"]  # the classes are model outputs
     assert steps["onnx_bytes"]["after"] < steps["onnx_bytes"]["before"]
@@ -119,13 +121,12 @@ def test_max_accuracy_drop_tunes_int8_and_records_the_candidates(models_dir: Pat
     assert "## Accuracy-aware int8" in (tmp_path / "build_cnn-1.report.md").read_text()
 
 
-def test_an_impossible_tolerance_exits_3_with_the_candidate_table(models_dir: Path, tmp_path: Path) -> None:
+def test_a_tolerance_the_pruned_model_already_misses_exits_3(models_dir: Path, tmp_path: Path) -> None:
     # Pruning 90% of the channels without recovery loses far more than 0.1 points: the fp32 model already misses,
-    # so no int8 candidate can meet the tolerance.
+    # so the tuner stops at once instead of searching.
     result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--labels", models_dir / "labels.npy",
                  "--prune", "channels:0.9", "--finetune", "none", "--precision", "int8", "--max-accuracy-drop", "0.1",
                  "--max-float-layers", "1", "--out", tmp_path)  # fmt: skip
     assert result.exit_code == 3, result.output
-    assert "No int8 candidate keeps the accuracy drop within 0.1pt" in result.output
-    assert "| default |" in result.output
+    assert "The fp32 model itself is" in result.output and "no int8 candidate can do better" in result.output
     assert not (tmp_path / "build_cnn-1").exists()

@@ -224,3 +224,11 @@ def test_drops_can_be_measured_from_the_original_models_accuracy(fp32: Path, tmp
     with pytest.raises(AccuracyToleranceError):
         tune(fp32, quantize=quantize, evaluate=evaluate, work_dir=tmp_path / "b",
              config=TuningConfig(tolerance=AccuracyTolerance(1.0), baseline_accuracy=91.0))  # fmt: skip
+
+
+def test_a_float_model_that_already_misses_stops_the_search(fp32: Path, tmp_path: Path) -> None:
+    quantize, evaluate, calls = scripted(lambda s: 89.0, fast)
+    with pytest.raises(AccuracyToleranceError, match=r"fp32 model itself is 2\.00 points below"):
+        tune(fp32, quantize=quantize, evaluate=evaluate, work_dir=tmp_path,
+             config=TuningConfig(tolerance=AccuracyTolerance(1.0), baseline_accuracy=92.0))  # fmt: skip
+    assert calls == []

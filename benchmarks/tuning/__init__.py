@@ -1,0 +1,1 @@
+"""The tuning benchmark: ``python -m benchmarks.tuning.run``."""
