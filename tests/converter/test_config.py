@@ -57,3 +57,16 @@ def test_recipe_values_of_the_wrong_type(tmp_path: Path) -> None:
     recipe.write_text('[convert]\nsource = "m.pt"\nseed = "seven"\n')
     with pytest.raises(ConfigError, match="Option 'seed'"):
         ConvertConfig.from_recipe(recipe)
+
+
+def test_importing_the_converter_api_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from edgectl.converter import ConvertConfig, ConvertResult, convert\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'onnxscript') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
