@@ -6,7 +6,8 @@ Every URL the client asks for is ``edgectl-repo:///<path>`` where ``<path>`` is 
 * :class:`LocalDirFetcher` serves a repository folder (a USB stick, an NFS mount, a test).
 * :class:`MemoryFetcher` serves a dict of files; tests play the attacker by editing it.
 * :class:`GuardedFetcher` wraps any fetcher with a byte cap and a deadline per download, so a slow or endless
-  transport cannot hold the device forever (the fleet's MQTT fetcher gets the same guard).
+  transport cannot hold the device forever (the fleet's MQTT fetcher gets the same guard). The deadline is checked
+  between chunks, so a transport must also bound each blocking read itself.
 
 Public API: :data:`REPO_URL`, :func:`url_to_path`, :class:`LocalDirFetcher`, :class:`MemoryFetcher`,
 :class:`GuardedFetcher`.
