@@ -89,9 +89,10 @@ class TuningReportStep:
         self.prune = prune
 
     def run(self, ctx: ConversionContext) -> None:
-        report = ctx.report
-        if report is None:
+        if ctx.report is None:
             raise RuntimeError("pipeline step order is wrong: tuning-report runs before validate")
+        self._prefer_fp32_if_int8_is_slower(ctx)
+        report = ctx.report
         prune = ctx.step_records.get("prune")
         if prune is not None:
             self._before_row(ctx, prune)
@@ -109,6 +110,40 @@ class TuningReportStep:
                         else "; check the target profile, or ship fp32 for this device class."
                     )
                 )
+
+    def _prefer_fp32_if_int8_is_slower(self, ctx: ConversionContext) -> None:
+        """The profile's rule for machines like this one (``int8_must_be_faster``): when the precision came from the
+        profile and static int8 measured slower than fp32 here, ship fp32 instead and say so."""
+        from .golden import golden_for
+        from .pipeline import build_report, variant_of
+        from .profiles import get_profile, target_record
+
+        cfg, fp32, validation = ctx.config, ctx.fp32, ctx.validation
+        record = target_record(cfg)
+        if not record or fp32 is None or validation is None or "precisions" in record["overridden"]:
+            return
+        if not get_profile(record["profile"]).int8_must_be_faster:
+            return
+        base = ctx.metrics[fp32.path].latency_ms_p50
+        slower = [
+            a
+            for a in ctx.artifacts
+            if a.format == "onnx" and variant_of(a) == "int8" and ctx.metrics[a.path].latency_ms_p50 >= base
+        ]
+        if not slower:
+            return
+        for artifact in slower:
+            ctx.artifacts.remove(artifact)
+        if fp32 not in ctx.artifacts:
+            ctx.artifacts.append(fp32)
+            ctx.golden[fp32.path] = golden_for(fp32, validation.head(cfg.golden_samples).arrays)
+        ratio = ctx.metrics[slower[0].path].latency_ms_p50 / base if base > 0 else float("inf")
+        ctx.warnings.append(
+            f"int8 measured {ratio:.2f}x the fp32 latency on this machine; target {record['profile']} ships fp32 "
+            "instead (pass --precision int8 to keep int8)."
+        )
+        ctx.step_records["precision_fallback"] = {"dropped": "int8", "latency_vs_fp32": ratio}
+        ctx.report = build_report(ctx)
 
     def _before_row(self, ctx: ConversionContext, record: dict[str, Any]) -> None:
         from .export_onnx import export_torch

@@ -130,3 +130,19 @@ def test_a_tolerance_the_pruned_model_already_misses_exits_3(models_dir: Path, t
     assert result.exit_code == 3, result.output
     assert "The fp32 model itself is" in result.output and "no int8 candidate can do better" in result.output
     assert not (tmp_path / "build_cnn-1").exists()
+
+
+def test_x86_profile_never_ships_int8_that_measured_slower_than_fp32(models_dir: Path, tmp_path: Path) -> None:
+    result = run(FACTORY, "--calibration", models_dir / "calib.npz", "--target", "x86-avx512", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    manifest = verify_bundle(tmp_path / "build_cnn-1")
+    report = json.loads((tmp_path / "build_cnn-1.report.json").read_text())
+    fp32_ms = next(r for r in report["rows"] if r["precision"] == "fp32")["metrics"]["latency_ms_p50"]
+    fallback = manifest.converter["steps"].get("precision_fallback")
+    if fallback is None:  # int8 won on this machine: it is shipped, and it is faster
+        (int8,) = manifest.artifacts
+        assert int8.precision == "int8" and int8.metrics["latency_ms"]["p50"] < fp32_ms
+    else:  # int8 lost: fp32 is shipped instead, and the report says why
+        assert [a.precision for a in manifest.artifacts] == ["fp32"]
+        assert fallback["latency_vs_fp32"] >= 1.0
+        assert any("ships fp32 instead" in w for w in report["warnings"])
