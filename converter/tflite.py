@@ -84,6 +84,13 @@ class TfliteOptions:
             "(the AI Edge Quantizer's default; narrower ranges, clips outliers)."
         },
     )
+    float_layers: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "Static int8: regular expressions over layer names (litert-torch writes each op's PyTorch module "
+            "path into its output tensor name, e.g. '_project_conv'); matching ops stay in float."
+        },
+    )
     per_channel: bool = field(
         default=True, metadata={"help": "Quantize weights per output channel (per tensor when False)."}
     )
@@ -105,6 +112,13 @@ class TfliteOptions:
             except ValueError as exc:
                 choices = ", ".join(k.value for k in kind)
                 raise ConfigError(f"Unknown TFLite {name.replace('_', ' ')} {value!r}; choose from {choices}.") from exc
+        for pattern in self.float_layers:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"TFLite float_layers pattern {pattern!r} is not a regular expression: {exc}."
+                ) from exc
         if self.int8_io and self.int8_scheme is not Int8Scheme.STATIC:
             raise ConfigError(
                 "int8 input/output tensors need full-integer (static) int8; weight-only keeps float I/O.",

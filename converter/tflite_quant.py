@@ -91,12 +91,15 @@ def quantize(
         if not options.int8_io:
             rm.add_quantization_config(".*", op.INPUT, algorithm_key=algorithm.NO_QUANTIZE)
             rm.add_quantization_config(".*", op.OUTPUT, algorithm_key=algorithm.NO_QUANTIZE)
+        for pattern in options.float_layers:  # the latest matching scope wins in the quantizer's recipe
+            rm.add_quantization_config(pattern, op.ALL_SUPPORTED, algorithm_key=algorithm.NO_QUANTIZE)
         params.update(
             scheme="static",
             weights=weights,
             activations={"bits": 8, "symmetric": False, "granularity": "tensorwise"},
             algorithm="min_max_uniform_quantize",
             io="int8" if options.int8_io else "float32",
+            float_layers=list(options.float_layers),
         )
     # The quantizer draws its own tqdm bar on stderr; the CLI shows progress itself.
     with _quiet_third_party(), contextlib.redirect_stderr(io.StringIO()):

@@ -193,6 +193,19 @@ def test_options_are_validated() -> None:
     assert TfliteOptions(int8_scheme="weight-only").int8_scheme is Int8Scheme.WEIGHT_ONLY  # type: ignore[arg-type]
 
 
+def test_float_layers_stay_float_in_static_int8(tmp_path: Path) -> None:
+    (full,) = _export(tmp_path / "all", ["int8"])
+    (mixed,) = _export(tmp_path / "mixed", ["int8"], float_layers=("fc",))
+    assert mixed.quantization["float_layers"] == ["fc"]
+    # The 384x5 linear layer keeps its float32 weights (7.5 KiB instead of 1.9 KiB as int8).
+    assert mixed.path.stat().st_size - full.path.stat().st_size > 4000
+    got = LiteRTBackend().load(mixed.path, SessionOptions(threads=1)).run(_data(4, 6))["logits"]
+    want = _reference(_data(4, 6))
+    assert np.abs(got - want).mean() < 0.1 * np.ptp(want)
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        TfliteOptions(float_layers=("conv(",))
+
+
 def test_weight_only_int8_keeps_float_compute(tmp_path: Path) -> None:
     (art,) = _export(tmp_path, ["int8"], int8_scheme=Int8Scheme.WEIGHT_ONLY)
     assert art.quantization["scheme"] == "weight-only" and "QUANTIZE" not in art.required_ops
