@@ -428,7 +428,8 @@ class ModelRepository:
     def _rotate_director(self) -> list[str]:
         md = self._read("targets")
         targets = cast(Targets, md.signed)
-        old = self._director_signers(targets)
+        # The old director keys are not needed (they may be the lost or stolen ones); targets signs the change.
+        old_ids = list(director_keys(targets)[0])
         self._preflight("targets", "snapshot", "timestamp")
         new_pairs = [generate_key() for _ in range(self.settings.role(DIRECTOR).keys)]
         key_dir = self.layout.online_key_dir(DIRECTOR)
@@ -439,8 +440,8 @@ class ModelRepository:
         self._write_targets(md)
         self._write_snapshot()
         self._write_timestamp()
-        for signer in old:
-            (key_dir / f"{signer.public_key.keyid}.pem").unlink(missing_ok=True)
+        for keyid in old_ids:
+            (key_dir / f"{keyid}.pem").unlink(missing_ok=True)
         return [p.keyid for p in new_pairs]
 
     def status(self, *, warn_within: timedelta | None = None) -> list[RoleStatus]:

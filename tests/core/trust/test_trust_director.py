@@ -141,3 +141,10 @@ def test_director_key_rotation_revokes_the_old_key(world: World) -> None:
         device.update(world.store, instruction=world.instruct(path1, sequence=1, signers=old_director))
     result = device.update(world.store, instruction=world.instruct(path2, sequence=2))
     assert result.meta.version == 2
+
+
+def test_a_lost_director_key_can_still_be_rotated(world: World) -> None:
+    for key_file in world.repo.layout.online_key_dir("director").glob("*.pem"):
+        key_file.unlink()  # lost (or seized): only the targets key is needed to replace it
+    new_ids = world.repo.rotate("director")
+    assert {s.public_key.keyid for s in world.repo.director_signers()} == set(new_ids)

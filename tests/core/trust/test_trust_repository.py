@@ -131,3 +131,13 @@ def test_status_warns_before_expiry(world: World) -> None:
 def test_existing_repository_is_not_overwritten(world: World, clock: Clock) -> None:
     with pytest.raises(OutputExistsError):
         ModelRepository.create(world.repo.layout.root, settings=RepoSettings(), clock=clock)
+
+
+def test_a_lost_timestamp_key_is_replaced_by_rotation(world: World) -> None:
+    for key_file in world.repo.layout.online_key_dir("timestamp").glob("*.pem"):
+        key_file.unlink()
+    with pytest.raises(InputFileError, match="Restore the timestamp key"):
+        world.repo.refresh(force=True)
+    world.repo.rotate("timestamp")
+    path = world.publish("digits", 1)
+    assert world.device().update(world.store, target_path=path).meta.version == 1
