@@ -7,6 +7,7 @@ with that very session, and warm it up. Only a model that passed all of this tak
 
 from __future__ import annotations
 
+import ctypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,18 @@ def load_version(path: Path, options: SessionOptions, *, check: bool = True, war
         load_seconds=time.perf_counter() - start,
         golden=golden,
     )
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Loading, the golden check and the warm-up free tens of MB that glibc would otherwise keep mapped for ever; on a
+    device that is resident memory other processes cannot use.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

@@ -26,7 +26,7 @@ from edgectl.log import get_logger
 from .backends import SessionOptions
 from .batching import BatchingConfig, BatchStats, ModelWorker, WorkerClosed, tune_max_batch
 from .drift import DriftMonitor
-from .loader import LoadedModel, load_version
+from .loader import LoadedModel, load_version, trim_heap
 from .metrics import RuntimeMetrics
 from .store import ModelStore
 
@@ -181,13 +181,23 @@ class ModelManager:
         if old is not None:
             self.metrics.ready.remove(name, str(old.model.version))
             # In-flight requests finish on the old session; it closes once its queue is empty.
-            asyncio.get_running_loop().run_in_executor(None, lambda: old.close(timeout_s=self.drain_timeout_s))
+            asyncio.get_running_loop().run_in_executor(None, self._retire, old)
         return served
+
+    def _retire(self, worker: ModelWorker) -> None:
+        if worker.close(timeout_s=self.drain_timeout_s):
+            trim_heap()
+        else:
+            log.error(
+                "%s version %d did not drain in %.0fs", worker.model.name, worker.model.version, self.drain_timeout_s
+            )
 
     def _load_and_tune(self, path: Path) -> tuple[LoadedModel, int]:
         model = load_version(path, self.options)
         limit = self.batching.max_batch_size
-        return model, tune_max_batch(model, limit) if self.autotune_batch else limit
+        tuned = tune_max_batch(model, limit) if self.autotune_batch else limit
+        trim_heap()
+        return model, tuned
 
     async def unload(self, name: str, *, reason: str = "unloaded through the repository API") -> None:
         served = self.models.get(name)
