@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from edgectl.runtime import loader
+from edgectl.runtime.backends import SessionOptions, backend_for
 from edgectl.runtime.loader import load_version
 from edgectl.runtime.store import ModelStore
 from runtime_helpers import make_bundle
 
+from edgectl.bundle import Artifact, read_manifest, unpack_bundle, write_manifest
 from edgectl.cli import cli
-from edgectl.errors import BundleError, GoldenMismatchError, StoreError
+from edgectl.errors import BundleError, GoldenMismatchError, MissingDependencyError, StoreError
 
 
 def test_install_activates_and_lists_versions_side_by_side(store: ModelStore, bundles: dict[str, Path]) -> None:
@@ -138,3 +141,28 @@ def test_a_version_number_names_one_bundle_forever(tmp_path: Path, store: ModelS
     with pytest.raises(StoreError, match="already installed with different content"):
         store.install(other)
     assert store.check() == [] and store.active_version("digits") == 1
+
+
+def test_artifact_is_picked_in_manifest_order_by_installed_backend(
+    tmp_path: Path, bundles: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    d = unpack_bundle(bundles["v1"], tmp_path)
+    (d / "model.tflite").write_bytes(b"a LiteRT flatbuffer would be here")
+    manifest = read_manifest(d)
+    manifest.artifacts.insert(0, Artifact(path="model.tflite", format="tflite", precision="int8"))
+    write_manifest(d, manifest)
+
+    def only_onnx(fmt: str) -> object:
+        if fmt == "tflite":
+            raise MissingDependencyError("ai-edge-litert", extra="tflite", purpose="Running TFLite models")
+        return backend_for(fmt)
+
+    monkeypatch.setattr(loader, "backend_for", only_onnx)
+    model = loader.load_version(d, SessionOptions(threads=1))
+    assert model.artifact.path == "model.onnx" and model.golden is not None  # the preferred tflite is skipped
+    model.close()
+
+    monkeypatch.setattr(loader, "backend_for", lambda fmt: only_onnx("tflite"))
+    with pytest.raises(MissingDependencyError, match="ai-edge-litert"):
+        loader.select_artifact(manifest)
