@@ -88,16 +88,16 @@ class ConversionReport:
             "",
             "| artifact | shipped | status | "
             + f"{self.metric} % | drop (pts) | max err | mean err | p50 ms | p95 ms | latency x fp32 | size KiB | "
-            "size x fp32 | peak MB | golden atol |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "size x fp32 | peak MB | golden atol | note |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in self.rows:
             m = r.metrics
             lines.append(
-                f"| {r.path} | {'yes' if r.shipped else 'no (baseline)'} | {r.status.upper()} | {_f(r.quality, 2)} | "
+                f"| {r.path} | {'yes' if r.shipped else 'no'} | {r.status.upper()} | {_f(r.quality, 2)} | "
                 f"{_f(r.drop, 2)} | {m.max_abs_error:.3g} | {m.mean_abs_error:.3g} | {m.latency_ms_p50:.3f} | "
                 f"{m.latency_ms_p95:.3f} | {_f(r.latency_ratio, 2)} | {m.size_bytes / 1024:.1f} | "
-                f"{_f(r.size_ratio, 2)} | {_f(m.peak_memory_mb, 1)} | {_f(r.golden_atol, 3, 'g')} |"
+                f"{_f(r.size_ratio, 2)} | {_f(m.peak_memory_mb, 1)} | {_f(r.golden_atol, 3, 'g')} | {r.note} |"
             )
         lines += [
             "",

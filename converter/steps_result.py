@@ -83,6 +83,7 @@ def build_report(ctx: ConversionContext) -> ConversionReport:
                 latency_ratio=m.latency_ms_p50 / base.latency_ms_p50 if base.latency_ms_p50 > 0 else None,
                 size_ratio=m.size_bytes / base.size_bytes,
                 golden_atol=None if golden is None else golden.tolerance["atol"],
+                note="" if shipped else "fp32 baseline for the ratios (not requested, not shipped)",
             )
         )
         if status != OK and drop is not None:
