@@ -42,6 +42,9 @@ class ServeConfig:
     drift_window: int = 1000
     #: Measure at load which batch size (up to max_batch_size) pays off on this device; off: always max_batch_size.
     batch_autotune: bool = True
+    #: Python's GIL switch interval. Inference threads hand results to the event loop; the default 5 ms lets a busy
+    #: loop keep them waiting that long per hand-off. 0.5 ms roughly doubled throughput at 32 clients in our runs.
+    switch_interval_ms: float = 0.5
     #: Backend memory arena: off by default, so a large batch's buffers go back to the OS afterwards.
     memory_arena: bool = False
     #: Spinning intra-op threads: off by default, so they do not take CPU from the HTTP loop between runs.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from edgectl.errors import ConfigError, InputFileError
 from edgectl.log import get_logger
 
@@ -70,6 +72,8 @@ def serve(config: ServeConfig) -> None:
     )
     _, asgi = create_app(manager, metrics, limits=limits, keys=keys)
     host, port = config.host_port
+    if config.switch_interval_ms > 0:
+        sys.setswitchinterval(config.switch_interval_ms / 1000.0)
     uv = uvicorn.Config(
         asgi,
         host=host,
