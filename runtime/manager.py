@@ -132,7 +132,8 @@ class ModelManager:
                     await self.unload(name, reason="the store has no active version")
                 continue
             if active != current and (served is None or served.failed_version != active):
-                await self.load(name, active)
+                with contextlib.suppress(EdgectlError):  # recorded by _fail; any previous version keeps serving
+                    await self.load(name, active)
 
     # -- repository operations ------------------------------------------------------------------
 

@@ -126,9 +126,13 @@ def create_app(
     limits: HttpLimits,
     keys: KeyRing | None,
     allow_non_finite: Callable[[LoadedModel], bool] = lambda m: bool(m.manifest.target.get("allow_non_finite")),
-    on_result: Callable[[LoadedModel, dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None,
 ) -> tuple[FastAPI, ASGIApp]:
-    """Build the FastAPI application and the middleware-wrapped ASGI app to serve. Returns (app, asgi)."""
+    """Build the FastAPI application and the middleware-wrapped ASGI app to serve. Returns (app, asgi).
+
+    ``allow_non_finite`` says whether a model accepts NaN/Inf inputs (default: the manifest's
+    ``target.allow_non_finite``)."""
+    # Every element takes at least one byte of body, so a larger declared tensor cannot be honest: refuse it before
+    # allocating anything.
     max_elements = max(1, limits.max_body_bytes)
 
     @asynccontextmanager
@@ -163,8 +167,6 @@ def create_app(
         try:
             model, outputs = await asyncio.wait_for(manager.infer(name, version, prepare), limits.request_timeout_s)
             served, outcome = model.version, "success"
-            if on_result is not None:
-                on_result(model, prepare(model), outputs)
             return model, outputs
         except TimeoutError:
             outcome = "timeout"

@@ -147,8 +147,10 @@ class Daemon:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None) -> Daemon:
-        """Start the process and wait until /v2/health/ready answers 200 (its output goes to ``self.log``)."""
+    def start(
+        self, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None, probe: str = "/v2/health/ready"
+    ) -> Daemon:
+        """Start the process and wait until ``probe`` answers 200 (its output goes to ``self.log``)."""
         self.log = Path(tempfile.mkstemp(prefix="edgectl-serve-", suffix=".log")[1])
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
@@ -157,7 +159,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.output()}")
             try:
-                r = httpx.get(f"{self.url}/v2/health/ready", timeout=1.0, verify=False, headers=headers)
+                r = httpx.get(f"{self.url}{probe}", timeout=1.0, verify=False, headers=headers)
                 if r.status_code == 200:
                     return self
             except httpx.HTTPError:

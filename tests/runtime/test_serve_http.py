@@ -280,3 +280,25 @@ def test_overload_is_refused_at_once_and_repository_load_picks_up_a_new_version(
         np.testing.assert_allclose(
             np.array(out["outputs"][0]["data"]).reshape(2, 3), reference(2.0, X), rtol=1e-5, atol=1e-6
         )
+
+
+def test_daemon_starts_and_serves_the_good_models_when_one_fails_its_golden_check(
+    tmp_path: Path, bundles: dict[str, Path]
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.install(bundles["image"])
+    store.install(bundles["v1"])
+    store.activate("digits", _install_unchecked(store, bundles["bad"], tmp_path))
+    d = Daemon(store.root, "--poll-interval-s", "0.2").start(probe="/v2/health/live")  # live, not ready
+    try:
+        assert httpx.get(d.url + "/v2/health/ready").status_code == 503  # not every model serves
+        r = httpx.post(d.url + "/predict/digits", json={"inputs": X[0].tolist()})
+        assert r.status_code == 503 and "differs from the golden outputs" in r.json()["error"]
+        assert httpx.get(d.url + "/v2/models/colors/ready").status_code == 200
+        store.activate("digits", 1)  # the operator rolls back; the daemon picks it up
+        deadline = time.monotonic() + 15
+        while httpx.get(d.url + "/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.post(d.url + "/predict/digits", json={"inputs": X[0].tolist()}).json()["model_version"] == "1"
+    finally:
+        d.stop()
