@@ -97,21 +97,26 @@ def write_bundle(
     """
     paths = output_paths(out, manifest.name, manifest.version)
     final = paths["bundle"]
-    trash: Path | None = None
-    with staging_dir(final) as tmp:
-        for rel, src in files.items():
-            shutil.copyfile(src, tmp / rel)
-        if manifest.golden is not None:
-            golden_writer(tmp / manifest.golden)
-            fix_zip_times(tmp / manifest.golden)
-        write_manifest(tmp, manifest)
-        if final.exists():
-            if not force:  # someone else wrote it while we were converting
-                raise OutputExistsError(f"{final} appeared while converting; pass --force to replace it.")
-            # Move the old bundle aside so the staged one can be renamed into place, then drop it.
-            trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
-            os.rename(final, trash / final.name)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old")) if force else None
+    try:
+        with staging_dir(final) as tmp:
+            for rel, src in files.items():
+                shutil.copyfile(src, tmp / rel)
+            if manifest.golden is not None:
+                golden_writer(tmp / manifest.golden)
+                fix_zip_times(tmp / manifest.golden)
+            write_manifest(tmp, manifest)
+            if final.exists():
+                if trash is None:  # someone else wrote it while we were converting
+                    raise OutputExistsError(f"{final} appeared while converting; pass --force to replace it.")
+                # Move the old bundle aside so the staged one can be renamed into place.
+                os.rename(final, trash / final.name)
+    except BaseException:
+        if trash is not None and (trash / final.name).exists() and not final.exists():
+            os.rename(trash / final.name, final)  # the old bundle stays in place when the new one fails
+        raise
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
     pack_bundle(final, paths["tar"])
     return final, paths["tar"]

@@ -285,3 +285,29 @@ def test_file_that_is_not_torchscript(tmp_path: Path) -> None:
     result = run(tmp_path / "weights.pt", "--out", tmp_path)
     assert result.exit_code == 2
     assert "is not a TorchScript archive" in error_line(result)
+
+
+def test_failed_forced_replacement_keeps_the_old_bundle(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgectl.converter import ConvertConfig, convert, package
+
+    config = ConvertConfig(
+        source=str(models_dir / "mlp.pt"),
+        calibration=models_dir / "mlp.npz",
+        out=tmp_path,
+        version=1,
+        force=True,
+        latency_runs=2,
+        measure_memory=False,
+    )
+    old = convert(config).manifest
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(package, "write_manifest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert(config)
+    assert verify_bundle(tmp_path / "mlp-1").created == old.created
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
