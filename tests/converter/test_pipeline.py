@@ -183,3 +183,18 @@ def test_console_shows_progress_and_the_report_table(models_dir: Path, tmp_path:
     text = buffer.getvalue()
     assert "calibrating (minmax)" in text and "validating" in text  # the progress bars
     assert "int8.onnx" in text and "agree %" in text  # the table
+
+
+def test_reference_stats_feed_the_runtime_drift_monitor(models_dir: Path, tmp_path: Path) -> None:
+    """The drift baseline is a contract with the runtime: its monitor reads it, and the calibration data itself
+    shows no drift against it."""
+    from edgectl.runtime.drift import DriftMonitor
+
+    result = convert(fast(source=str(models_dir / "cnn.pt"), calibration=models_dir / "calib.npz", out=tmp_path))
+    monitor = DriftMonitor.from_reference(result.manifest.reference_stats, window=100)
+    assert monitor is not None
+    images = np.load(models_dir / "calib.npz")["input"]
+    session = backend_for("onnx").load(result.bundle_dir / "model.fp32.onnx", SessionOptions())
+    monitor.observe({"input": images}, session.run({"input": images}))
+    assert all(abs(float(s)) < 1e-6 for shift in monitor.mean_shift().values() for s in np.ravel(shift))
+    assert all(value < 0.01 for value in monitor.psi().values())
