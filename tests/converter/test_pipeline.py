@@ -198,3 +198,29 @@ def test_reference_stats_feed_the_runtime_drift_monitor(models_dir: Path, tmp_pa
     monitor.observe({"input": images}, session.run({"input": images}))
     assert all(abs(float(s)) < 1e-6 for shift in monitor.mean_shift().values() for s in np.ravel(shift))
     assert all(value < 0.01 for value in monitor.psi().values())
+
+
+def test_tflite_artifacts_join_the_same_bundle_and_pass_their_golden_check(models_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("litert_torch", reason="TFLite export needs the convert-tflite extra")
+    result = convert(
+        fast(
+            source=str(models_dir / "cnn.pt"),
+            calibration=models_dir / "calib.npz",
+            precisions=("fp32", "int8"),
+            formats=("onnx", "tflite"),
+            out=tmp_path,
+            warn_accuracy_drop=10.0,
+        )
+    )
+    manifest = verify_bundle(result.bundle_dir)
+    assert [a.path for a in manifest.artifacts] == [
+        "model.int8.onnx",
+        "model.int8.tflite",
+        "model.fp32.onnx",
+        "model.fp32.tflite",
+    ]
+    for art in manifest.artifacts:
+        assert art.metrics["agreement"] >= 90.0
+        session = backend_for(art.format).load(result.bundle_dir / art.path, SessionOptions())
+        check_golden(session, result.bundle_dir, manifest, art.path)
+    assert manifest.artifact("model.fp32.tflite").metrics["max_abs_error"] < 1e-4
