@@ -162,9 +162,10 @@ class ErrorBoundary:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
+            if started:  # the app answered (and logged) already; its error handler re-raises for servers to see
+                return
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await send_json(send, 500, {"error": "Internal error; the daemon log has the details."})
+            await send_json(send, 500, {"error": "Internal error; the daemon log has the details."})
 
 
 class Authenticate:

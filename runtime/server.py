@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgectl import __version__
 from edgectl.errors import EdgectlError, OverloadedError, RequestError, TransientError
+from edgectl.log import get_logger
 
 from .batching import ModelWorker
 from .loader import LoadedModel
@@ -32,6 +33,8 @@ from .metrics import RuntimeMetrics
 from .preprocess import check_inputs, json_inputs, preprocess_image
 from .protocol import InferRequest, check_finite, decode_infer_request, encode_infer_response, v2_datatype
 from .security import ASGIApp, KeyRing, build_middleware_stack
+
+log = get_logger("edgectl.runtime.http")
 
 INFER_BODY_DOC = {
     "requestBody": {
@@ -156,6 +159,12 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never a user mistake: logged with its traceback, answered in the API's error shape.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "Internal error; the daemon log has the details.")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
