@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from edgectl.runtime.config import ServeConfig
 from edgectl.runtime.daemon import check_security
+from edgectl.runtime.security import KeyRing, TokenBucket
 from edgectl.runtime.store import ModelStore
 from runtime_helpers import Daemon
 
@@ -144,3 +145,22 @@ def test_tls_when_given_a_certificate(tmp_path: Path, bundles: dict[str, Path]) 
         assert r.status_code == 200 and r.json()["model_name"] == "digits"
         with pytest.raises(httpx.HTTPError):
             httpx.get(d.url.replace("https", "http") + "/v2/health/live")
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(rate=2.0, burst=2.0)
+    now = bucket.stamp
+    assert bucket.take(now) == 0 and bucket.take(now) == 0
+    assert bucket.take(now) == pytest.approx(0.5)  # empty: the next token is due in 1 / rate seconds
+    assert bucket.take(now + 0.5) == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("app user deadbeef", "expected '<name> <role> sha256:"), ("app root sha256:" + "0" * 64, "role must be")],
+)
+def test_malformed_keys_file_is_a_config_error(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "keys.txt"
+    path.write_text("# comment\n" + line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        KeyRing.load(path)
