@@ -97,6 +97,7 @@ def write_bundle(
     """
     paths = output_paths(out, manifest.name, manifest.version)
     final = paths["bundle"]
+    final.parent.mkdir(parents=True, exist_ok=True)
     trash = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old")) if force else None
     try:
         with staging_dir(final) as tmp:

@@ -149,6 +149,8 @@ def test_unsupported_operator_is_named(tmp_path: Path) -> None:
 
 def test_existing_bundle_is_refused_unless_forced(models_dir: Path, tmp_path: Path) -> None:
     args = [models_dir / "mlp.pt", "--calibration", models_dir / "mlp.npz", "--out", tmp_path, "--version", "1"]
+    fresh = run(*args[:-4], "--out", tmp_path / "new" / "folder", "--force")  # --force into a folder not made yet
+    assert fresh.exit_code == 0, fresh.output
     assert run(*args).exit_code == 0
     first = json.loads((tmp_path / "mlp-1" / "manifest.json").read_text())
     refused = run(*args)
