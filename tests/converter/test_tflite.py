@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("litert_torch", reason="the TFLite export needs the convert-tflite extra")
 
 from edgectl.converter.tflite import Int8Scheme, TfliteOptions, export_tflite_artifacts  # noqa: E402
+from edgectl.converter.types import ExportedArtifact  # noqa: E402
+
+Artifacts = dict[str, ExportedArtifact]
 from edgectl.runtime.backends import SessionOptions  # noqa: E402
 from edgectl.runtime.backends.litert import LiteRTBackend  # noqa: E402
 
@@ -45,7 +49,7 @@ def _data(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _export(out: Path, precisions: list[str], **options: object) -> list:
+def _export(out: Path, precisions: list[str], **options: Any) -> list[ExportedArtifact]:
     torch.manual_seed(0)
     model = TwoHeads().eval()
     example = tuple(torch.from_numpy(a) for a in _data(4, 1).values())
@@ -57,7 +61,7 @@ def _export(out: Path, precisions: list[str], **options: object) -> list:
         input_names=["image", "offset"],
         output_names=["logits", "probs"],
         out_dir=out,
-        options=TfliteOptions(calibration_samples=12, **options),  # type: ignore[arg-type]
+        options=TfliteOptions(calibration_samples=12, **options),
     )
 
 
@@ -69,12 +73,14 @@ def _reference(data: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
     arts = _export(tmp_path_factory.mktemp("tfl"), ["fp32", "fp16", "int8", "int8-dynamic"])
     return {a.path.name: a for a in arts}
 
 
-def test_every_precision_becomes_a_named_tflite_file_that_runs_like_torch(exported: dict[str, object]) -> None:
+def test_every_precision_becomes_a_named_tflite_file_that_runs_like_torch(
+    exported: Artifacts,
+) -> None:
     assert list(exported) == [
         "model.fp32.tflite",
         "model.fp16.tflite",
@@ -85,8 +91,8 @@ def test_every_precision_becomes_a_named_tflite_file_that_runs_like_torch(export
     want = _reference(data)
     tolerance = {"model.fp32.tflite": 1e-4, "model.fp16.tflite": 5e-3, "model.int8-dynamic.tflite": 0.1}
     for name, art in exported.items():
-        assert art.format == "tflite" and art.path.is_file()  # type: ignore[attr-defined]
-        session = LiteRTBackend().load(art.path, SessionOptions(threads=1))  # type: ignore[attr-defined]
+        assert art.format == "tflite" and art.path.is_file()
+        session = LiteRTBackend().load(art.path, SessionOptions(threads=1))
         # The SignatureDef carries the caller's names, in order, and the session takes any batch.
         assert [t.name for t in session.signature.inputs] == ["image", "offset"]
         assert [t.name for t in session.signature.outputs] == ["logits", "probs"]
@@ -97,23 +103,23 @@ def test_every_precision_becomes_a_named_tflite_file_that_runs_like_torch(export
             np.testing.assert_allclose(got, want, atol=tolerance[name])
         else:  # static int8 of an untrained model calibrated on 12 rows: a few percent of the output range
             assert np.abs(got - want).mean() < 0.1 * np.ptp(want)
-    assert [exported[n].precision for n in exported] == ["fp32", "fp16", "int8", "int8"]  # type: ignore[attr-defined]
+    assert [exported[n].precision for n in exported] == ["fp32", "fp16", "int8", "int8"]
 
 
-def test_quantized_files_are_smaller_and_record_their_parameters(exported: dict[str, object]) -> None:
-    size = {n: a.path.stat().st_size for n, a in exported.items()}  # type: ignore[attr-defined]
+def test_quantized_files_are_smaller_and_record_their_parameters(exported: Artifacts) -> None:
+    size = {n: a.path.stat().st_size for n, a in exported.items()}
     assert size["model.fp16.tflite"] < 0.7 * size["model.fp32.tflite"]
     assert size["model.int8.tflite"] < 0.6 * size["model.fp32.tflite"]  # tiny model: headers weigh in
-    static = exported["model.int8.tflite"].quantization  # type: ignore[attr-defined]
+    static = exported["model.int8.tflite"].quantization
     assert static["scheme"] == "static" and static["io"] == "float32" and static["calibration_samples"] == 12
     assert static["calibration_range"] == "minmax"
     assert static["weights"]["granularity"] == "channelwise" and static["tool"] == "ai-edge-quantizer"
-    assert exported["model.int8-dynamic.tflite"].quantization["scheme"] == "dynamic"  # type: ignore[attr-defined]
-    assert exported["model.fp16.tflite"].quantization["weights"]["dtype"] == "float16"  # type: ignore[attr-defined]
-    assert exported["model.fp32.tflite"].quantization["export_batch"] == 1  # type: ignore[attr-defined]
+    assert exported["model.int8-dynamic.tflite"].quantization["scheme"] == "dynamic"
+    assert exported["model.fp16.tflite"].quantization["weights"]["dtype"] == "float16"
+    assert exported["model.fp32.tflite"].quantization["export_batch"] == 1
     # Float I/O around an integer graph: the quantize / dequantize ops are inside the model.
-    assert {"QUANTIZE", "DEQUANTIZE"} <= set(exported["model.int8.tflite"].required_ops)  # type: ignore[attr-defined]
-    assert "QUANTIZE" not in exported["model.fp32.tflite"].required_ops  # type: ignore[attr-defined]
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(exported["model.int8.tflite"].required_ops)
+    assert "QUANTIZE" not in exported["model.fp32.tflite"].required_ops
 
 
 def test_int8_io_model_has_int8_tensors_and_the_session_quantizes_for_float_callers(tmp_path: Path) -> None:
@@ -165,22 +171,31 @@ def test_dynamic_batch_the_model_cannot_take_is_a_signature_error(tmp_path: Path
 def test_names_that_do_not_fit_the_model_are_refused(tmp_path: Path) -> None:
     model = TwoHeads().eval()
     example = tuple(torch.from_numpy(a) for a in _data(1, 1).values())
-    common = {"precisions": ["fp32"], "calibration": [], "out_dir": tmp_path, "options": TfliteOptions()}
+    common: dict[str, Any] = {
+        "precisions": ["fp32"],
+        "calibration": [],
+        "out_dir": tmp_path,
+        "options": TfliteOptions(),
+    }
     with pytest.raises(SignatureError, match="2 example inputs but 1 input names"):
-        export_tflite_artifacts(model, example, input_names=["image"], output_names=["a", "b"], **common)  # type: ignore[arg-type]
+        export_tflite_artifacts(model, example, input_names=["image"], output_names=["a", "b"], **common)
     with pytest.raises(SignatureError, match="returns 2 outputs but 1 output names"):
-        export_tflite_artifacts(model, example, input_names=["i", "o"], output_names=["a"], **common)  # type: ignore[arg-type]
+        export_tflite_artifacts(model, example, input_names=["i", "o"], output_names=["a"], **common)
 
 
 def test_static_int8_without_or_with_wrong_calibration_data_is_refused(tmp_path: Path) -> None:
     model = TwoHeads().eval()
     example = tuple(torch.from_numpy(a) for a in _data(1, 1).values())
-    names = {"input_names": ["image", "offset"], "output_names": ["logits", "probs"], "options": TfliteOptions()}
+    names: dict[str, Any] = {
+        "input_names": ["image", "offset"],
+        "output_names": ["logits", "probs"],
+        "options": TfliteOptions(),
+    }
     with pytest.raises(CalibrationDataError, match="needs calibration data"):
-        export_tflite_artifacts(model, example, precisions=["int8"], calibration=[], out_dir=tmp_path, **names)  # type: ignore[arg-type]
+        export_tflite_artifacts(model, example, precisions=["int8"], calibration=[], out_dir=tmp_path, **names)
     bad = [{"image": np.zeros((2, 1, 8, 8), np.float32)}]
     with pytest.raises(CalibrationDataError, match="has inputs"):
-        export_tflite_artifacts(model, example, precisions=["int8"], calibration=bad, out_dir=tmp_path, **names)  # type: ignore[arg-type]
+        export_tflite_artifacts(model, example, precisions=["int8"], calibration=bad, out_dir=tmp_path, **names)
 
 
 def test_options_are_validated() -> None:
@@ -190,7 +205,8 @@ def test_options_are_validated() -> None:
         TfliteOptions(calibration_samples=0)
     with pytest.raises(ConfigError, match="Unknown TFLite int8 scheme"):
         TfliteOptions(int8_scheme="half")  # type: ignore[arg-type]
-    assert TfliteOptions(int8_scheme="weight-only").int8_scheme is Int8Scheme.WEIGHT_ONLY  # type: ignore[arg-type]
+    weight_only: Any = "weight-only"  # a string from a recipe or flag
+    assert TfliteOptions(int8_scheme=weight_only).int8_scheme is Int8Scheme.WEIGHT_ONLY
 
 
 def test_float_layers_stay_float_in_static_int8(tmp_path: Path) -> None:

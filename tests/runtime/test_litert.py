@@ -6,6 +6,7 @@ import importlib.util
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ class Pooled(torch.nn.Module):
 X = np.random.default_rng(5).standard_normal((5, 3, 6, 6)).astype(np.float32)
 
 
-def _export(model: torch.nn.Module, out: Path, precisions: tuple[str, ...] = ("fp32",), **opts: object) -> list[Path]:
+def _export(model: torch.nn.Module, out: Path, precisions: tuple[str, ...] = ("fp32",), **opts: Any) -> list[Path]:
     calib = [{"x": np.random.default_rng(2).standard_normal((16, 3, 6, 6)).astype(np.float32)}]
     arts = export_tflite_artifacts(
         model,
@@ -63,7 +64,7 @@ def _export(model: torch.nn.Module, out: Path, precisions: tuple[str, ...] = ("f
         input_names=["x"],
         output_names=["y"],
         out_dir=out,
-        options=TfliteOptions(**opts),  # type: ignore[arg-type]
+        options=TfliteOptions(**opts),
     )
     return [a.path for a in arts]
 
