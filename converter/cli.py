@@ -13,6 +13,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from edgectl.errors import InputFileError
+
 from .config import option_help
 
 HELP = option_help()
@@ -88,7 +90,11 @@ def convert(source: str | None, recipe: Path | None, **flags: Any) -> None:
     console = Console()
     if not console.is_terminal:  # logs and CI: room for the whole report table
         console = Console(width=140)
-    result = run_convert(config, console=console)
+    try:
+        result = run_convert(config, console=console)
+    except OSError as exc:  # a folder that cannot be written, a disk that is full: the user's to fix
+        where = f" {exc.filename}" if exc.filename else ""
+        raise InputFileError(f"Cannot read or write{where}: {exc.strerror or exc}.") from exc
     console.print(f"bundle: {result.bundle_dir}")
     console.print(f"tar:    {result.tar_path}")
     console.print(f"report: {result.report_json}, {result.report_md}")

@@ -313,3 +313,17 @@ def test_failed_forced_replacement_keeps_the_old_bundle(
         convert(config)
     assert verify_bundle(tmp_path / "mlp-1").created == old.created
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_unwritable_output_folder(models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgectl.converter import package
+
+    def denied(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    # Simulated: the tests run as root, for whom no folder is read-only.
+    monkeypatch.setattr(package.shutil, "copyfile", denied)
+    result = run(models_dir / "mlp.pt", "--calibration", models_dir / "mlp.npz", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "Cannot read or write" in error_line(result) and "Permission denied" in error_line(result)
+    assert not (tmp_path / "mlp-1").exists()
