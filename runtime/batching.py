@@ -234,16 +234,16 @@ def _rows_per_second(model: LoadedModel, rows: int, rng: np.random.Generator) ->
     }
     model.session.run(feed)  # the first run at a new size allocates; time the next ones
     best = float("inf")
-    for _ in range(2):
+    for _ in range(3):
         start = time.perf_counter()
         model.session.run(feed)
         best = min(best, time.perf_counter() - start)
     return rows / max(best, 1e-9)
 
 
-def tune_max_batch(model: LoadedModel, limit: int, *, gain: float = 1.1) -> int:
+def tune_max_batch(model: LoadedModel, limit: int, *, gain: float = 1.25) -> int:
     """The batch size worth stacking to on this device: the power of two up to ``limit`` with the most rows per
-    second, if it beats one row at a time by ``gain``; otherwise 1 (batching off).
+    second, if it beats one row at a time by ``gain`` (a clear win, not noise); otherwise 1 (batching off).
 
     On a CPU a large convolutional network is compute-bound: a batch costs as much per row as single runs, or more
     (cache pressure), so stacking only adds queueing delay. A tiny model gains a lot. Doubling stops at the first
@@ -264,6 +264,8 @@ def tune_max_batch(model: LoadedModel, limit: int, *, gain: float = 1.1) -> int:
             elif rate * gain < best_rate:
                 break
             size = limit if size < limit < size * 2 else size * 2
+        # One row is timed again at the end: a burst of load during the first timing must not make batching look good.
+        single = max(single, _rows_per_second(model, 1, rng))
     except Exception as exc:  # e.g. integer inputs that random values push out of range
         log.warning("cannot time batches of %s (%s); using max batch %d", model.name, exc, limit)
         return limit
