@@ -131,9 +131,8 @@ class LiteRTSession:
             inputs=tuple(self._spec(t) for t in self._inputs),
             outputs=tuple(self._spec(t) for t in self._outputs),
         )
-        log.debug(
-            "loaded %s with %s: batch mode %s, %d threads", self.path.name, backend, self.batch_mode, self.threads
-        )
+        # Which batching applies is worth a line in the daemon's log: row-by-row costs N calls per batch.
+        log.info("%s on %s: batch mode %s, %d threads", self.path.name, backend, self.batch_mode, self.threads)
 
     # -- loading --------------------------------------------------------------------------------
 

@@ -142,15 +142,15 @@ def test_int8_io_model_has_int8_tensors_and_the_session_quantizes_for_float_call
     assert np.abs(float_out - want).mean() < 0.1 * np.ptp(want)
 
 
-def test_operator_litert_torch_cannot_convert_is_named_and_onnx_suggested(tmp_path: Path) -> None:
-    class Buckets(torch.nn.Module):
+def test_operators_litert_torch_cannot_convert_are_all_named_and_onnx_suggested(tmp_path: Path) -> None:
+    class TwoUnsupported(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.bucketize(x, torch.tensor([0.0, 0.5])).float()
+            return torch.bucketize(x, torch.tensor([0.0, 0.5])).float() + torch.linalg.svd(x)[1].sum()
 
     with pytest.raises(UnsupportedOperatorError) as err:
         export_tflite_artifacts(
-            Buckets(),
-            (torch.zeros(1, 4),),
+            TwoUnsupported(),
+            (torch.zeros(1, 4, 4),),
             precisions=["fp32"],
             calibration=[],
             input_names=["x"],
@@ -158,8 +158,9 @@ def test_operator_litert_torch_cannot_convert_is_named_and_onnx_suggested(tmp_pa
             out_dir=tmp_path,
             options=TfliteOptions(),
         )
-    assert any("bucketize" in op for op in err.value.operators)
-    assert "bucketize" in str(err.value) and "--format onnx" in str(err.value)
+    # Not just the first failure: every op of the program without a LiteRT lowering.
+    assert err.value.operators == ["aten._linalg_svd.default", "aten.bucketize.Tensor"]
+    assert "aten.bucketize.Tensor" in str(err.value) and "--format onnx" in str(err.value)
 
 
 def test_dynamic_batch_the_model_cannot_take_is_a_signature_error(tmp_path: Path) -> None:
