@@ -86,6 +86,17 @@ def _splits(config: DigitsConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _train(x_train: np.ndarray, y_train: np.ndarray, config: DigitsConfig) -> nn.Sequential:
+    threads = torch.get_num_threads()
+    # One thread: the result no longer depends on the machine's core count, and tiny batches gain little from more —
+    # while on a busy machine two OpenMP threads contending for cores can make training many times slower.
+    torch.set_num_threads(1)
+    try:
+        return _train_single_thread(x_train, y_train, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_single_thread(x_train: np.ndarray, y_train: np.ndarray, config: DigitsConfig) -> nn.Sequential:
     torch.manual_seed(config.seed)
     model = build_digits_cnn()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
