@@ -285,7 +285,9 @@ def create_app(
         argmax = {k: v.argmax(axis=1).tolist() for k, v in outputs.items() if v.ndim == 2 and v.dtype.kind == "f"}
         if argmax:
             result["argmax"] = argmax
-        return JSONResponse(result)
+        # A model may answer NaN/Inf (e.g. overflow on extreme inputs): sent as the NaN / Infinity tokens that Python
+        # and most JSON readers accept, as /infer does, rather than failing the request.
+        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
 
     @app.get("/v2/repository/index", tags=["repository"])
     @app.post("/v2/repository/index", tags=["repository"])

@@ -302,3 +302,12 @@ def test_daemon_starts_and_serves_the_good_models_when_one_fails_its_golden_chec
         assert httpx.post(d.url + "/predict/digits", json={"inputs": X[0].tolist()}).json()["model_version"] == "1"
     finally:
         d.stop()
+
+
+def test_non_finite_outputs_are_answered_not_a_500(daemon: Daemon) -> None:
+    extreme = np.array([[3e38, 3e38, -3e38, 3e38]], dtype=np.float32)  # finite inputs, overflowing logits
+    r = httpx.post(daemon.url + "/predict/digits", json={"inputs": extreme.tolist()})
+    assert r.status_code == 200
+    assert np.isnan(json.loads(r.text)["outputs"]["y"][0]).all()
+    r = httpx.post(daemon.url + "/v2/models/digits/infer", json=infer_json(extreme))
+    assert r.status_code == 200 and np.isnan(json.loads(r.text)["outputs"][0]["data"]).all()
