@@ -55,6 +55,9 @@ def render(results: dict[str, Any]) -> str:
         "Regenerate with `python -m benchmarks.tflite.run`.\n",
         "## Targets (int8 TFLite)\n",
         targets,
+        "Why the two misses happen (fixed per-file overhead on a 40k-weight model; EfficientNet-Lite0's agreement is "
+        "lost to int8 weights on low-confidence crops, with what was tried) is written up in "
+        "[docs/tflite.md](../../docs/tflite.md#benchmarks).\n",
     ]
     for key, title in (
         ("digits", "Digits CNN (scikit-learn digits, labelled)"),
