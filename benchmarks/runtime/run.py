@@ -347,8 +347,36 @@ def readme(results: dict[str, Any]) -> str:
         )
         + ". When HTTP handling dominates (the digits CNN runs in ~20 us), no batching policy can double throughput."
         + "\n\nThe tutorial app is `benchmarks/runtime/baseline_app.py`: one global onnxruntime session, a pydantic "
-        "body, `session.run` inside an `async def` handler, no queue, no batching, no limits.\n"
+        "body, `session.run` inside an `async def` handler, no queue, no batching, no limits.\n" + notes(results)
     )
+
+
+def notes(results: dict[str, Any]) -> str:
+    """How to read the run: the noise level it measured, and what each model's figures mean."""
+    lines = ["\n## Reading these numbers\n"]
+    for name, r in results["models"].items():
+        s = r["load_32_clients"]
+        spread = [max(v["round_throughput_rps"]) / max(min(v["round_throughput_rps"]), 1e-9) for v in s.values()]
+        lines.append(
+            f"- {name}: round-to-round throughput of one and the same server varied up to {max(spread):.1f}x in this "
+            "run, so ratios between 0.8x and 1.25x are within the noise of this machine."
+        )
+        if r["max_batch_autotuned"] == 1:
+            lines.append(
+                f"- {name}: the autotune measured that a batch costs more per row than single runs on this CPU and "
+                "turned batching off, so the batching columns compare the same configuration twice (a noise gauge)."
+            )
+        session = r["latency"]["session_run"]
+        lines.append(
+            f"- {name}: session.run itself varies by {session['p95_ms'] - session['p50_ms']:.2f} ms between its "
+            f"p50 and p95 here; the added latency ({r['latency']['added_p50_ms']:.2f} ms) is measured against that."
+        )
+    lines.append(
+        "- Overload: edgectl admits at most max_queue + max_batch requests per model and refuses the rest at once "
+        "with 429 + Retry-After (memory stays bounded); the tutorial app accepts every connection, so its queue and "
+        "memory grow with the load and its clients wait, or time out (the errors columns)."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
