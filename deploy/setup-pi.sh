@@ -8,8 +8,8 @@ id edgectl >/dev/null 2>&1 || useradd --system --home /var/lib/edgectl --shell /
 install -d -o edgectl -g edgectl -m 0750 /var/lib/edgectl /var/lib/edgectl/models
 install -d -o root -g edgectl -m 0750 /etc/edgectl
 test -d /opt/edgectl/venv || python3 -m venv /opt/edgectl/venv
-# The device profile: onnxruntime, FastAPI/uvicorn, Pillow - no torch. Add [tflite] for LiteRT models.
-/opt/edgectl/venv/bin/pip install --upgrade "${SRC}[device,tflite]" uvloop httptools
+# The device profile: onnxruntime, FastAPI/uvicorn (httptools, uvloop), Pillow - no torch; [tflite] for LiteRT.
+/opt/edgectl/venv/bin/pip install --upgrade "${SRC}[device,tflite]"
 here="$(cd "$(dirname "$0")" && pwd)"
 test -f /etc/edgectl/serve.toml || install -o root -g edgectl -m 0640 "$here/serve.toml" /etc/edgectl/serve.toml
 install -o root -g root -m 0644 "$here/edgectl-serve.service" /etc/systemd/system/edgectl-serve.service
