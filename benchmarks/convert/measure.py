@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,3 +134,28 @@ def op_census(path: Path) -> dict[str, Any]:
         # Everything else in the file: node and tensor names, attributes, Q/DQ nodes — a fixed cost per layer.
         "graph_bytes": path.stat().st_size - sum(by_type.values()),
     }
+
+
+def torch_thread_probe(model: Any, inputs: np.ndarray, *, batch: int = 8) -> dict[str, Any]:
+    """Time the torch model's forward over ``inputs`` with 1 thread and with torch's default, back to back.
+
+    The converter's reference step runs the original model with torch's default thread count; on a machine whose
+    cores are busy, OpenMP threads waiting on each other can make that slower than one thread. This measures it under
+    the same conditions as the conversion. The default thread count is restored afterwards.
+    """
+    import torch
+
+    default = torch.get_num_threads()
+    tensor = torch.from_numpy(inputs)
+    seconds: dict[str, float] = {}
+    try:
+        for threads in (1, default):
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            with torch.no_grad():
+                for i in range(0, len(tensor), batch):
+                    model(tensor[i : i + batch])
+            seconds[f"threads_{threads}_s"] = round(time.perf_counter() - start, 3)
+    finally:
+        torch.set_num_threads(default)
+    return {"inputs": len(inputs), "default_threads": default, **seconds}

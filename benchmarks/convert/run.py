@@ -25,12 +25,14 @@ from torch import nn
 from benchmarks.common import digits_cnn, efficientnet_lite0, machine_info, photo_crops, write_json
 from edgectl.fsutil import atomic_write_text
 
-from .measure import latencies, op_census, open_session, predict, quality
+from .measure import latencies, op_census, open_session, predict, quality, torch_thread_probe
 from .readme import render
 from .targets import EDGECTL, FP32, PER_TENSOR, PLAIN, judge
 from .variants import run_edgectl, run_per_tensor_ablation, run_plain_quantize_static
 
 HERE = Path(__file__).resolve().parent
+#: Inputs the torch thread probe runs right after the conversion (same machine load).
+PROBE_INPUTS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +108,7 @@ def bench_model(
         labels=labels,
         work_dir=work_dir,
     )
+    probe = torch_thread_probe(model, validation[:PROBE_INPUTS])
     print(f"[{name}] plain quantize_static ...", flush=True)
     plain_path = work_dir / "plain.int8.onnx"
     plain_s = run_plain_quantize_static(edge.fp32_path, plain_path, calibration)
@@ -145,6 +148,7 @@ def bench_model(
             "cpu_s": round(edge.cpu_s, 2),
             "load_average_1min": [round(edge.load_before, 2), round(edge.load_after, 2)],
             "torch_threads": torch.get_num_threads(),
+            "torch_thread_probe": probe,
             "step_s": {k: round(v, 2) for k, v in edge.step_s.items()},
             "quantization": edge.quantization,
             "report_rows": edge.report_rows,

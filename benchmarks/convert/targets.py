@@ -138,6 +138,18 @@ def _fmt_ops(ops: dict[str, int]) -> str:
     return ", ".join(f"{count}× {op}" for op, count in ops.items()) or "none"
 
 
+def _probe_text(edge_run: dict[str, Any]) -> str:
+    probe = edge_run["torch_thread_probe"]
+    default = probe["default_threads"]
+    one, many = probe["threads_1_s"], probe[f"threads_{default}_s"]
+    if default == 1 or one >= many:
+        return f"Right after, torch's forward over {probe['inputs']} inputs took {many} s with {default} threads."
+    return (
+        f"Right after, torch's forward over {probe['inputs']} inputs took {many} s with its default {default} threads "
+        f"but {one} s with 1 thread: under this load the reference step is slowed by contending OpenMP threads."
+    )
+
+
 def cause(key: str, model: dict[str, Any], machine: dict[str, Any]) -> str:
     """A measured explanation of why ``key`` was missed, built only from numbers in the results."""
     edge, plain = _variant(model, EDGECTL), _variant(model, PLAIN)
@@ -206,6 +218,6 @@ def cause(key: str, model: dict[str, Any], machine: dict[str, Any]) -> str:
             f"reference outputs; torch used {edge_run['torch_threads']} threads). The call used "
             f"{edge_run['cpu_s']:.1f} s of CPU in-process (memory-probe "
             f"subprocesses not counted) against {edge_run['wall_s']:.1f} s wall; the 1-minute load average was "
-            f"{before} before and {after} after on {cores} cores: {verdict}."
+            f"{before} before and {after} after on {cores} cores: {verdict}. {_probe_text(edge_run)}"
         )
     return ""
