@@ -277,6 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-efficientnet", action="store_true", help="only the digits CNN (a few minutes)")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--effnet-distill-steps", type=int, default=40, help="recovery steps for EfficientNet-Lite0")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -298,9 +299,10 @@ def main() -> None:
         )
         path, cal, val, ref = outlier_model(work / "outlier.onnx")
         results["int8_failures"].append(int8_failure_case("outlier-cnn", path, cal, val, ref, max_float_layers=4))
+        _write(args.out, results)  # each section is kept even if a later, longer one is interrupted
         if not args.skip_efficientnet:
             model = efficientnet_lite0()
-            calibration, validation = photo_crops(128, split="calibration"), photo_crops(200, split="validation")
+            calibration, validation = photo_crops(128, split="calibration"), photo_crops(120, split="validation")
             results["models"]["efficientnet-lite0"] = run_model(
                 "efficientnet-lite0",
                 model,
@@ -308,11 +310,12 @@ def main() -> None:
                 validation,
                 None,
                 protect="_fc",
-                distill_steps=120,
+                distill_steps=args.effnet_distill_steps,
                 distill_batch=16,
                 work=work,
                 batches={"b1": 1},
             )
+            _write(args.out, results)
             fp32 = export_onnx(model, validation, work / "effnet-failure-fp32.onnx")
             results["int8_failures"].append(
                 int8_failure_case(
@@ -324,9 +327,13 @@ def main() -> None:
                     max_float_layers=8,
                 )
             )
-    write_json(args.out / "results.json", results)
-    atomic_write_text(args.out / "README.md", render_readme(results))
+    _write(args.out, results)
     print(render_readme(results))
+
+
+def _write(out: Path, results: dict[str, Any]) -> None:
+    write_json(out / "results.json", results)
+    atomic_write_text(out / "README.md", render_readme(results))
 
 
 if __name__ == "__main__":
