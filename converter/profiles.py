@@ -69,6 +69,8 @@ class DeviceProfile:
     execution_provider: str = "cpu"  # what the runtime will use there: cpu | xnnpack | tensorrt
     artifacts: tuple[str, ...] = ("onnx",)
     int8_must_be_faster: bool = False
+    #: Channel pruning keeps multiples of this many channels: the width the device's fast kernels work on.
+    channel_block: int = 8
     #: Which fields the user set explicitly (filled by :func:`apply_overrides`).
     overridden: tuple[str, ...] = field(default=())
 
@@ -121,6 +123,8 @@ PROFILES: dict[str, DeviceProfile] = {
             execution_provider="cpu",
             artifacts=("onnx",),
             int8_must_be_faster=True,
+            # onnxruntime's NCHWc convolutions use 16-channel blocks with AVX-512 (8 with AVX2 / NEON).
+            channel_block=16,
         ),
         DeviceProfile(
             name="generic-arm64",
@@ -269,9 +273,10 @@ def target_record(config: Any) -> dict[str, Any]:
 def profile_table_markdown() -> str:
     """The device-profile table of docs/tuning.md (and the README), rendered from :data:`PROFILES`."""
     header = (
-        "| target | device | precision | int8 scheme | weights | calibration | opset | threads | runtime | artifacts |"
+        "| target | device | precision | int8 scheme | weights | calibration | opset | threads | runtime | artifacts "
+        "| prune block |"
     )
-    rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     rows = [header, rule]
     for p in PROFILES.values():
         scheme = f"{p.quant_scheme} QDQ, act {p.activation_type}" if p.precision is Precision.INT8 else "—"
@@ -279,6 +284,6 @@ def profile_table_markdown() -> str:
         calibration = str(p.calibration) if p.precision is Precision.INT8 else "—"
         rows.append(
             f"| `{p.name}` | {p.description} | {p.precision} | {scheme} | {weights} | {calibration} | {p.opset} "
-            f"| {p.threads} | {p.execution_provider} | {', '.join(p.artifacts)} |"
+            f"| {p.threads} | {p.execution_provider} | {', '.join(p.artifacts)} | {p.channel_block} |"
         )
     return "\n".join(rows) + "\n"

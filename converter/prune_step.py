@@ -7,6 +7,7 @@ The original model stays the reference: every artifact's accuracy drop in the re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,10 @@ class PruneStep:
         tensors = tuple(torch.from_numpy(ctx.example[n]) for n in names)
         example: Any = tensors[0] if len(tensors) == 1 else tensors
         spec = parse_prune_spec(cfg.prune, exclude=cfg.prune_exclude)
+        if cfg.target is not None:  # prune to the channel width the target's fast kernels use
+            from .profiles import get_profile
+
+            spec = dataclasses.replace(spec, round_to=get_profile(cfg.target).channel_block)
         result = prune_model(original, example, spec)
         record: dict[str, Any] = result.to_json()
         if spec.method is PruneMethod.CHANNELS and cfg.finetune != "none":

@@ -63,9 +63,10 @@ def test_channel_pruning_with_distillation_and_a_target_profile(models_dir: Path
     manifest = verify_bundle(tmp_path / "build_cnn-1")
     steps = manifest.converter["steps"]["prune"]
     assert steps["after"]["params"] < 0.6 * steps["before"]["params"]
-    # conv1 has 8 channels: a whole block, kept by the rounding; conv2 loses half of its 16.
-    assert steps["after"]["macs"] < 0.8 * steps["before"]["macs"]
-    assert steps["config"]["round_to"] == 8
+    # x86-avx512 prunes in blocks of 16 channels; this model's 8 / 16-channel layers cannot lose a whole block,
+    # so the exact ratio is used (and recorded).
+    assert steps["after"]["macs"] < 0.6 * steps["before"]["macs"]
+    assert steps["config"]["round_to"] is None
     assert steps["recovery"]["method"] == "distillation" and steps["recovery"]["steps"] == 30
     assert steps["protected"] == ["fc"]  # the classes are model outputs
     assert steps["onnx_bytes"]["after"] < steps["onnx_bytes"]["before"]
