@@ -194,6 +194,12 @@ def _normalise(path: Path, dynamic_batch: bool) -> None:
             if dim.HasField("dim_param") and dim.dim_param in symbols:
                 dim.dim_param = BATCH_DIM
     model.producer_name, model.producer_version = "edgectl", ""
+    # The dynamo exporter annotates every node with its PyTorch stack trace and module path: useful while
+    # debugging an export, dead weight on a device (16 KiB of a 59 KiB int8 digits CNN) and a leak of the
+    # workstation's source paths into every bundle.
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
