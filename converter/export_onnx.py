@@ -66,6 +66,9 @@ def quiet_torch_export() -> Iterator[None]:
     them concerns the user's model; real problems still raise.
     """
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # "dimension ... specialized; Dim.AUTO was specified": torch.export explaining that a static dim stayed
+    # static. Only the batch dimension is asked to be dynamic, and a batch that specialises raises anyway.
+    logging.getLogger("torch._export.non_strict_utils").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r".*Manually populate .* into state_dict.*")

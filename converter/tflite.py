@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +147,7 @@ def _quiet_third_party() -> Iterator[None]:
     previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stderr_to_debug_log():
             for category in (FutureWarning, DeprecationWarning, UserWarning, RuntimeWarning):
                 warnings.simplefilter("ignore", category)
             yield
@@ -154,6 +156,29 @@ def _quiet_third_party() -> Iterator[None]:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+
+
+@contextlib.contextmanager
+def _native_stderr_to_debug_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 (absl / TensorFlow log lines, torchao's notes about
+    CUDA kernels it cannot load on a CPU machine) to the debug log instead of the user's terminal.
+
+    Python-level errors still raise as usual; run with ``edgectl -vv`` to see the captured lines.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured = sink.read().decode("utf-8", errors="replace").strip()
+            if captured:
+                log.debug("native output of litert-torch / the AI Edge Quantizer:\n%s", captured)
 
 
 def export_tflite_artifacts(
