@@ -50,6 +50,12 @@ def serve(ctx: click.Context, config_file: Path | None, **flags: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    import logging
+
+    # A daemon's log is its only voice: model loads, swaps and refusals are worth seeing without -v.
+    edgectl_log = logging.getLogger("edgectl")
+    if edgectl_log.level > logging.INFO:
+        edgectl_log.setLevel(logging.INFO)
     from .config import load_serve_config
     from .daemon import serve as run_daemon
 

@@ -176,7 +176,7 @@ class ModelManager:
             self.metrics.ready.set(name, str(version), value=1)
             if self.on_loaded is not None:
                 self.on_loaded(model)
-            log.warning(
+            log.info(
                 "serving %s version %d (loaded in %.2fs, max batch %d)", name, version, model.load_seconds, max_batch
             )
         if old is not None:
