@@ -25,6 +25,7 @@ import gzip
 import io
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -246,7 +247,7 @@ def prune_model(
     _check_names(config.exclude, names, "--prune-exclude")
     _check_names(tuple(config.layer_ratios), names, "--prune")
     original = model
-    model = copy.deepcopy(original).eval()
+    model = _copy_module(original).eval()
     before = model_stats(model, example_inputs)
     if config.method is PruneMethod.CHANNELS:
         layers, protected = _prune_channels(model, example_inputs, config)
@@ -254,7 +255,7 @@ def prune_model(
             # Layers narrower than a few blocks cannot lose a whole block: prune them exactly instead of not at all.
             log.info("rounding to %d channels left nothing to prune; pruning exact ratios", config.round_to)
             config = dataclasses.replace(config, round_to=None)
-            model = copy.deepcopy(original).eval()
+            model = _copy_module(original).eval()
             layers, protected = _prune_channels(model, example_inputs, config)
     else:
         layers, protected = _prune_magnitude(model, config)
@@ -263,6 +264,25 @@ def prune_model(
     log.info("pruned %s: params %d -> %d (non-zero %d -> %d)", config.method, before.params, after.params,
              before.nonzero_params, after.nonzero_params)  # fmt: skip
     return PruneResult(model=model, config=config, before=before, after=after, layers=layers, protected=protected)
+
+
+def _copy_module(model: nn.Module) -> nn.Module:
+    """An independent copy. A ScriptModule goes through save / load: a deep copy shares state that torch.export's
+    TorchScript converter then trips over."""
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # The user's input is TorchScript; copying it is not a new use of the deprecated format.
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.(save|load)` is deprecated", category=DeprecationWarning
+            )
+            torch.jit.save(model, buffer)
+            buffer.seek(0)
+            loaded: nn.Module = torch.jit.load(buffer)
+        return loaded
+    return copy.deepcopy(model)
 
 
 def _check_names(wanted: Sequence[str], names: dict[str, Any], flag: str) -> None:

@@ -57,13 +57,19 @@ class PruneStep:
             from .profiles import get_profile
 
             spec = dataclasses.replace(spec, round_to=get_profile(cfg.target).channel_block)
-        result = prune_model(original, example, spec)
+        # TorchScript is pruned as the ScriptModule itself (its named modules and parameters are the model's); the
+        # graph module torch.export needs is rebuilt from the pruned one. Other inputs are pruned as traced.
+        scripted = loaded.kind == "torchscript"
+        result = prune_model(loaded.module if scripted else original, example, spec)
         record: dict[str, Any] = result.to_json()
         if spec.method is PruneMethod.CHANNELS and cfg.finetune != "none":
             record["recovery"] = self._recover(ctx, result.model, original, names)
         else:
             record["recovery"] = {"method": "none"}
-        ctx.module = result.model.eval()
+        pruned = result.model.eval()
+        if scripted:
+            pruned = traceable_module(dataclasses.replace(loaded, module=pruned), ctx.example, names)
+        ctx.module = pruned
         ctx.step_records["prune"] = record
         self.original = original
 

@@ -147,3 +147,17 @@ def test_x86_profile_never_ships_int8_that_measured_slower_than_fp32(models_dir:
         assert [a.precision for a in manifest.artifacts] == ["fp32"]
         assert fallback["latency_vs_fp32"] >= 1.0
         assert any("ships fp32 instead" in w for w in report["warnings"])
+
+
+def test_magnitude_pruning_of_a_torchscript_file(models_dir: Path, tmp_path: Path) -> None:
+    result = run(models_dir / "cnn.pt", "--input-shape", "1x3x16x16", "--calibration", models_dir / "calib.npz",
+                 "--prune", "magnitude:0.5", "--out", tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    steps = verify_bundle(tmp_path / "cnn-1").converter["steps"]["prune"]
+    assert steps["after"]["nonzero_params"] < 0.6 * steps["before"]["nonzero_params"]
+    assert steps["onnx_bytes"]["after"] == pytest.approx(steps["onnx_bytes"]["before"], rel=0.05)  # dense shapes
+    # Channel pruning cannot resize a TorchScript module: a clear error, exit 2.
+    refused = run(models_dir / "cnn.pt", "--input-shape", "1x3x16x16", "--calibration", models_dir / "calib.npz",
+                  "--prune", "channels:0.5", "--out", tmp_path / "b")  # fmt: skip
+    assert refused.exit_code == 2
+    assert "Channel pruning needs an eager PyTorch model" in error_line(refused)
