@@ -63,7 +63,8 @@ def render_readme(results: dict[str, Any]) -> str:
         f"Machine: {machine.get('cpu_model')}, {machine.get('usable_cores')} usable cores, "
         f"load average at start {machine.get('load_average_at_start')}.\n",
         "Variants: `edgectl channels:0.3 + distill` removes 30% of the channels (kept counts rounded to multiples of "
-        "16, the default channel block) through torch-pruning's dependency graph, then distils from the original on the unlabelled calibration "
+        "16, the default channel block) through torch-pruning's dependency graph, then distils from the original "
+        "on the unlabelled calibration "
         "inputs; `edgectl magnitude:0.5` zeroes half of the weights (no recovery: it shrinks gzip, not latency); the "
         "tuned int8 row is the accuracy-aware tuner on the pruned model under a 1-point budget. `by hand` is what a "
         "user reaches for first: `torch.nn.utils.prune.ln_structured` (30% of each layer's output channels masked to "
