@@ -2,8 +2,9 @@
 
 1. trains a small CNN on scikit-learn's digits (real 8x8 scans of handwritten digits, shipped in the package);
 2. `edgectl convert`: TorchScript -> ONNX fp32 + int8 and TFLite, validated against the original, packaged;
-3. `edgectl models install`: verifies the bundle and its golden outputs, activates it in a model store;
-4. `edgectl serve` on 127.0.0.1 and a prediction over HTTP (the simple /predict path and the Open Inference
+3. `edgectl keys init` / `edgectl repo add`: signs the bundle into a TUF repository;
+4. `edgectl models install`: verifies the bundle and its golden outputs, activates it in a model store;
+5. `edgectl serve` on 127.0.0.1 and a prediction over HTTP (the simple /predict path and the Open Inference
    Protocol), then the daemon is stopped.
 
 Everything goes to ./demo-out (removed first).
@@ -149,10 +150,14 @@ def main() -> None:
         "--format", formats,
         "--out", str(OUT / "bundles"),
     )  # fmt: skip
-    step("3. install the bundle into a model store (verify, golden check, activate)")
+    step("3. sign it into a TUF repository (the operator's side of a rollout)")
+    run("keys", "init", "--repo", str(OUT / "fleet-repo"), "--root-keys-dir", str(OUT / "offline-root-keys"))
+    run("repo", "add", str(OUT / "fleet-repo"), str(OUT / "bundles" / "digits-1.tar"))
+    run("repo", "status", str(OUT / "fleet-repo"))
+    step("4. install the bundle into a model store (verify, golden check, activate)")
     run("models", "install", str(OUT / "bundles" / "digits-1.tar"), "--store", str(OUT / "models"))
     run("models", "list", "--store", str(OUT / "models"))
-    step("4. serve it on 127.0.0.1 and predict over HTTP")
+    step("5. serve it on 127.0.0.1 and predict over HTTP")
     serve_and_predict(OUT / "models", x_test, y_test)
     print("\ndemo finished: bundle, report and store are in ./demo-out")
 
