@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from edgectl.bundle import TensorSpec
 from edgectl.errors import RequestError
@@ -55,10 +56,23 @@ def v2_datatype(dtype: str) -> str:
     return NUMPY_TO_V2.get(dtype, dtype.upper())
 
 
+def parse_json(data: bytes, *, expected: str) -> Any:
+    """Parse a request body. pydantic-core's parser (already here through FastAPI) reads a 3 MB tensor body
+    about 6x faster than the standard library's, and the parse runs on the event loop. NaN / Infinity tokens are
+    accepted as Python's parser does; whether a model takes them is checked later.
+
+    Raises :class:`RequestError` (400) naming what to send instead.
+    """
+    try:
+        return pydantic_core.from_json(data, allow_inf_nan=True)
+    except ValueError as exc:
+        raise RequestError(f"The body is not valid JSON ({exc}); send {expected}.") from exc
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = pydantic_core.from_json(data, allow_inf_nan=True)
+    except ValueError as exc:
         raise RequestError(f"The {what} is not valid JSON ({exc}); send a JSON object.") from exc
     if not isinstance(obj, dict):
         raise RequestError(f"The {what} must be a JSON object, got {type(obj).__name__}.")

@@ -31,7 +31,14 @@ from .loader import LoadedModel
 from .manager import ModelManager
 from .metrics import RuntimeMetrics
 from .preprocess import check_inputs, json_inputs, preprocess_image
-from .protocol import InferRequest, check_finite, decode_infer_request, encode_infer_response, v2_datatype
+from .protocol import (
+    InferRequest,
+    check_finite,
+    decode_infer_request,
+    encode_infer_response,
+    parse_json,
+    v2_datatype,
+)
 from .security import ASGIApp, KeyRing, build_middleware_stack
 
 log = get_logger("edgectl.runtime.http")
@@ -263,11 +270,7 @@ def create_app(
                     raise RequestError(f"Model '{m.name}' is not an image model; send JSON instead.", status=415)
                 return {m.inputs[0].name: preprocess_image(image, m.inputs[0], prep)}
         else:
-            body = await request.body()
-            try:
-                doc = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RequestError(f'The body is not valid JSON ({exc}); send {{"inputs": [...]}}.') from exc
+            doc = parse_json(await request.body(), expected='{"inputs": [...]}')
 
             def prepare(m: LoadedModel) -> dict[str, np.ndarray]:
                 inputs = json_inputs(doc, m.inputs)
