@@ -98,11 +98,12 @@ def _store(store: Path) -> Any:
 
 
 @models.command("install")
-@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @STORE_OPTION
 @click.option("--no-activate", is_flag=True, help="Install side by side without activating.")
 def models_install(bundle: Path, store: Path, no_activate: bool) -> None:
-    """Verify BUNDLE (hashes, manifest, golden outputs on this device), unpack it and activate it atomically."""
+    """Verify BUNDLE (a .tar or an unpacked bundle directory: hashes, manifest, golden outputs on this device),
+    put it in the store and activate it atomically."""
     manifest = _store(store).install(bundle, activate=not no_activate)
     state = "installed" if no_activate else "installed and activated"
     click.echo(f"{manifest.name} version {manifest.version} {state} in {store}")

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgectl.bundle import Manifest, check_name, read_manifest, unpack_bundle, verify_bundle
+from edgectl.bundle import MANIFEST, Manifest, check_name, read_manifest, unpack_bundle, verify_bundle
 from edgectl.errors import EdgectlError, ManifestError, StoreError
 from edgectl.fsutil import atomic_write_text, fsync_dir
 from edgectl.log import get_logger
@@ -144,9 +144,10 @@ class ModelStore:
             os.close(fd)  # closing the descriptor releases the flock
 
     def install(self, bundle: Path, *, activate: bool = True) -> Manifest:
-        """Unpack ``bundle`` (a tar), verify it, check its golden outputs with the serving backend, move it into
-        place and (by default) activate it. Installing a version that is already there with identical files only
-        activates it. Returns the manifest.
+        """Unpack ``bundle`` (a tar, or an unpacked bundle directory such as the one the trust client hands over),
+        verify it, check its golden outputs with the serving backend, move it into place and (by default) activate
+        it. A directory is copied, never moved: the store re-verifies its own copy. Installing a version that is
+        already there with identical files only activates it. Returns the manifest.
 
         Raises:
             BundleError: the bundle is malformed or tampered with.
@@ -156,7 +157,7 @@ class ModelStore:
         with self.lock():
             staging = Path(tempfile.mkdtemp(dir=self._staging(), prefix="install-"))
             try:
-                unpacked = unpack_bundle(Path(bundle), staging)
+                unpacked = _copy_in(Path(bundle), staging) if Path(bundle).is_dir() else unpack_bundle(bundle, staging)
                 manifest = read_manifest(unpacked)
                 check_name(manifest.name)
                 final = self.root / manifest.name / str(manifest.version)
@@ -275,6 +276,20 @@ class ModelStore:
         if not text.isdigit():
             raise StoreError(f"The pointer {path} holds {text!r}, not a version number.")
         return int(text)
+
+
+def _copy_in(bundle_dir: Path, staging: Path) -> Path:
+    """Copy an unpacked bundle into ``staging`` and verify the copy (only files its manifest lists are copied;
+    anything else in the folder makes :func:`verify_bundle` refuse it first)."""
+    manifest = verify_bundle(bundle_dir)
+    dest = staging / manifest.bundle_dirname
+    dest.mkdir()
+    shutil.copy2(bundle_dir / MANIFEST, dest / MANIFEST)
+    for entry in manifest.files:
+        (dest / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle_dir / entry.path, dest / entry.path)
+    verify_bundle(dest)  # the source could change between the check and the copy
+    return dest
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

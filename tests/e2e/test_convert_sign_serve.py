@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from edgectl.runtime.store import ModelStore
 
-from edgectl.bundle import pack_bundle
 from edgectl.errors import RollbackAttack
 from edgectl.trust import LocalDirFetcher, ModelUpdater
 
@@ -100,7 +99,7 @@ def test_converted_bundle_is_signed_fetched_installed_and_served(tmp_path: Path)
     verified = updater.update(tmp_path / "device" / "incoming", target_path=target)
     assert verified.manifest.name == "net" and verified.manifest.version == 2
     store = ModelStore(tmp_path / "device" / "models")
-    store.install(pack_bundle(verified.path, tmp_path / "device" / "net-2.tar"))
+    store.install(verified.path)
     updater.mark_installed(verified)
     assert store.active_version("net") == 2
 

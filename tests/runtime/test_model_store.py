@@ -166,3 +166,25 @@ def test_artifact_is_picked_in_manifest_order_by_installed_backend(
     monkeypatch.setattr(loader, "backend_for", lambda fmt: only_onnx("tflite"))
     with pytest.raises(MissingDependencyError, match="ai-edge-litert"):
         loader.select_artifact(manifest)
+
+
+def test_unpacked_bundle_directory_installs_from_a_verified_copy(
+    tmp_path: Path, store: ModelStore, bundles: dict[str, Path]
+) -> None:
+    unpacked = unpack_bundle(bundles["v2"], tmp_path / "incoming")
+    manifest = store.install(unpacked)
+    assert (manifest.name, manifest.version) == ("digits", 2)
+    assert store.active_version("digits") == 2
+    assert unpacked.is_dir(), "the source directory is copied, never moved or consumed"
+    assert store.check() == []
+
+
+def test_tampered_bundle_directory_is_refused_and_nothing_changes(
+    tmp_path: Path, store: ModelStore, bundles: dict[str, Path]
+) -> None:
+    unpacked = unpack_bundle(bundles["v2"], tmp_path / "incoming")
+    (unpacked / "extra.py").write_text("print('not in the manifest')\n")
+    with pytest.raises(BundleError, match="does not list"):
+        store.install(unpacked)
+    assert store.active_version("digits") == 1
+    assert store.versions("digits") == (1,)
