@@ -7,25 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from convert_cli import error_line, run
 
 from edgectl.bundle import verify_bundle
-from edgectl.cli import cli
 
-FAST = ["--latency-runs", "2", "--no-measure-memory"]
 FACTORY = "converter_tiny_models:build_cnn"
-
-
-def run(*args: str | Path) -> Result:
-    result = CliRunner().invoke(cli, ["convert", *map(str, args), *FAST])
-    assert "Traceback" not in result.output
-    return result
-
-
-def error_line(result: Result) -> str:
-    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize(
