@@ -17,36 +17,9 @@ import pytest
 from edgectl.converter.tuning import AccuracyTolerance, QuantSettings
 from edgectl.converter.tuning_ort import TuningData, tune_onnx
 from edgectl.runtime.backends import SessionOptions, load
-from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks.tuning.outlier import build_outlier_model
 from edgectl.errors import AccuracyToleranceError
-
-
-def build_outlier_model(path: Path, *, outlier: float) -> None:
-    rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
-    w1[0] *= outlier
-    w2 = rng.standard_normal((8, 8, 1, 1)).astype(np.float32)
-    w2[:, 0] /= outlier
-    w3 = rng.standard_normal((10, 512)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["a"], ["ar"], name="relu1"),
-        helper.make_node("Conv", ["ar", "w2"], ["b"], name="conv2"),
-        helper.make_node("Relu", ["b"], ["br"], name="relu2"),
-        helper.make_node("Flatten", ["br"], ["f"], name="flat"),
-        helper.make_node("Gemm", ["f", "w3"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "outlier",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        initializer=[numpy_helper.from_array(w, n) for w, n in ((w1, "w1"), (w2, "w2"), (w3, "w3"))],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
 
 
 def tuning_data(path: Path) -> TuningData:
