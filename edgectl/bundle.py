@@ -13,7 +13,6 @@ Public API: :class:`TensorSpec`, :class:`Artifact`, :class:`FileEntry`, :class:`
 from __future__ import annotations
 
 import json
-import os
 import re
 import tarfile
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgectl.errors import InputFileError, IntegrityError, ManifestError, UnsafePathError
-from edgectl.fsutil import atomic_write_text, sha256_file, staging_dir
+from edgectl.fsutil import atomic_output, atomic_write_text, sha256_file, staging_dir
 
 FORMAT = "edgectl-bundle/1"
 MANIFEST = "manifest.json"
@@ -317,26 +316,17 @@ def pack_bundle(bundle_dir: Path, tar_path: Path) -> Path:
     """Write ``bundle_dir`` as one uncompressed, deterministic tar (sorted, zeroed owners and times)."""
     bundle_dir = Path(bundle_dir)
     manifest = verify_bundle(bundle_dir)
-    tar_path = Path(tar_path)
-    tmp = tar_path.with_name(f".{tar_path.name}.partial")
     names = [MANIFEST, *sorted(e.path for e in manifest.files)]
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for rel in names:
-                src = bundle_dir / rel
-                info = tarfile.TarInfo(f"{manifest.bundle_dirname}/{rel}")
-                info.size = src.stat().st_size
-                info.mode = 0o644
-                info.mtime = 0
-                with open(src, "rb") as fh:
-                    tar.addfile(info, fh)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, tar_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tar_path
+    with atomic_output(Path(tar_path)) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in names:
+            src = bundle_dir / rel
+            info = tarfile.TarInfo(f"{manifest.bundle_dirname}/{rel}")
+            info.size = src.stat().st_size
+            info.mode = 0o644
+            info.mtime = 0
+            with open(src, "rb") as fh:
+                tar.addfile(info, fh)
+    return Path(tar_path)
 
 
 def unpack_bundle(tar_path: Path, dest_parent: Path, *, max_bytes: int = 4 << 30) -> Path:

@@ -25,23 +25,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
+@contextlib.contextmanager
+def atomic_output(path: Path, *, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` for the caller to write; when the block ends the file is fsynced and
+    renamed over ``path`` (readers see the old or the new file, never a partial one). On any error, or
+    KeyboardInterrupt, the temp file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    with atomic_output(path, mode=mode) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:

@@ -12,7 +12,6 @@ Public API: :class:`ModelRepository`, :class:`RoleStatus`.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from tuf.api.metadata import (
 )
 
 from edgectl.errors import InputFileError, OutputExistsError
-from edgectl.fsutil import atomic_write_bytes, fsync_dir
+from edgectl.fsutil import atomic_output, atomic_write_bytes
 from edgectl.log import get_logger
 from edgectl.trust.delegations import BIN_PREFIX, bin_for, bin_roles, build_delegations, director_keys
 from edgectl.trust.keys import generate_key, load_signers, save_key
@@ -325,17 +324,8 @@ class ModelRepository:
         dest = self.layout.targets / dirname / f"{info.hashes['sha256']}.{basename}"
         if dest.is_file():
             return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.partial")
-        try:
+        with atomic_output(dest) as tmp:
             shutil.copyfile(src, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync_dir(dest.parent)
 
     # -- upkeep --------------------------------------------------------------------------------
 
