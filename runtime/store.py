@@ -279,8 +279,9 @@ class ModelStore:
 
 
 def _copy_in(bundle_dir: Path, staging: Path) -> Path:
-    """Copy an unpacked bundle into ``staging`` and verify the copy (only files its manifest lists are copied;
-    anything else in the folder makes :func:`verify_bundle` refuse it first)."""
+    """Copy a verified, unpacked bundle into ``staging`` (only the files its manifest lists; anything else in the
+    folder makes :func:`verify_bundle` refuse it first). The copy itself is verified again by ``load_version``
+    before it is moved into place, which also covers a source that changed during the copy."""
     manifest = verify_bundle(bundle_dir)
     dest = staging / manifest.bundle_dirname
     dest.mkdir()
@@ -288,7 +289,6 @@ def _copy_in(bundle_dir: Path, staging: Path) -> Path:
     for entry in manifest.files:
         (dest / entry.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bundle_dir / entry.path, dest / entry.path)
-    verify_bundle(dest)  # the source could change between the check and the copy
     return dest
 
 
